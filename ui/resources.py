@@ -1,0 +1,30 @@
+"""Process-wide cached resources: one loaded model per name, shared by every session (read-only)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pvf_core import models
+from pvf_core.data import Dataset, load_dataset
+from pvf_core.errors import PvfError
+
+
+@st.cache_resource(show_spinner="Loading the model (the first start converts the bundled model, ~30 s)…")
+def model(name: str = models.BUNDLED) -> models.LoadedModel:
+    return models.load_model(name)
+
+
+@st.cache_resource(show_spinner="Preparing the tokenizer (the first start converts the bundled model, ~30 s)…")
+def token_counter(name: str = models.BUNDLED):
+    return models.token_counter(name), models.context_length_of(name)
+
+
+def current_dataset(dataset_id: int | None) -> Dataset | None:
+    """The selected dataset, or None with an error shown when it cannot be opened."""
+    if dataset_id is None:
+        return None
+    try:
+        return load_dataset(dataset_id)
+    except PvfError as error:
+        st.error(str(error))
+        return None
