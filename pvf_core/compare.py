@@ -1,0 +1,386 @@
+"""Put arms side by side: paired significance, costs, break-even, learning curves, a recommendation.
+
+Everything here works on what the harness returns (``EvalResult``-like objects with ``arm``,
+``references``, ``predictions``, ``metrics``, ``ms_per_example``...), so a comparison of prompt versions
+and fine-tuned runs is one code path. The functions are pure and small so each can be tested against
+known values; ``run_comparison`` strings them together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .settings import check_ranges, setting
+
+ALPHA = 0.05
+
+
+# -- significance ---------------------------------------------------------------------------------------
+
+def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> tuple[int, int, float]:
+    """Exact McNemar test on paired right/wrong outcomes.
+
+    Returns (rows only A got right, rows only B got right, two-sided p-value). Only the discordant rows
+    carry information; under "no difference" each is A's or B's with probability 1/2.
+    """
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    if only_a + only_b == 0:
+        return only_a, only_b, 1.0
+    return only_a, only_b, float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def paired_bootstrap(metric: Callable[[Sequence[str], Sequence[str]], float], references: Sequence[str],
+                     predictions_a: Sequence[str], predictions_b: Sequence[str], *, samples: int = 1000,
+                     seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap of ``metric(B) - metric(A)``: the difference, a 95% interval and a two-sided p-value.
+
+    The same resampled rows are scored for both arms, so row difficulty cancels out.
+    """
+    refs, pa, pb = np.asarray(references, object), np.asarray(predictions_a, object), np.asarray(predictions_b, object)
+    rng = np.random.default_rng(seed)
+    observed = metric(refs, pb) - metric(refs, pa)
+    diffs = np.empty(samples)
+    for i in range(samples):
+        idx = rng.integers(0, len(refs), len(refs))
+        diffs[i] = metric(refs[idx], pb[idx]) - metric(refs[idx], pa[idx])
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    # p-value: how often the resampled difference falls on the other side of zero (doubled, capped at 1).
+    p = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))
+    return {"difference": float(observed), "low": float(low), "high": float(high), "p_value": float(p)}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% confidence interval of a proportion (accuracy) that behaves at 0 and 1."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class PairwiseTest:
+    """Is arm ``b`` better or worse than arm ``a`` on the same rows, beyond luck?"""
+
+    a: str
+    b: str
+    metric: str
+    difference: float  # b - a, in metric units (0..1 for accuracy)
+    p_value: float
+    test: str
+    low: float | None = None
+    high: float | None = None
+    details: dict = field(default_factory=dict)
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < ALPHA
+
+    def sentence(self) -> str:
+        points = abs(self.difference) * 100
+        if points < 0.05:
+            return f"{self.a} and {self.b} score the same {self.metric}."
+        better, worse = (self.b, self.a) if self.difference > 0 else (self.a, self.b)
+        verdict = ("this is unlikely to be luck" if self.significant else
+                   "this could easily be luck: the test set cannot tell them apart")
+        return f"{better} is better than {worse} by {points:.1f} points of {self.metric}; {verdict} (p = {self.p_value:.3f})."
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "significant": self.significant, "sentence": self.sentence()}
+
+
+def primary_metric(task: str) -> str:
+    return "accuracy" if task == "classification" else "chrf"
+
+
+def compare_pair(a: Any, b: Any, task: str, *, samples: int = 1000, seed: int = 0) -> PairwiseTest:
+    """Paired test of two results on identical rows: exact McNemar for accuracy, bootstrap for chrF."""
+    if list(a.references) != list(b.references):
+        raise ValueError(f"{a.arm} and {b.arm} were not evaluated on the same rows")
+    if task == "classification":
+        ra = [p == r for p, r in zip(a.predictions, a.references)]
+        rb = [p == r for p, r in zip(b.predictions, b.references)]
+        only_a, only_b, p = mcnemar_exact(ra, rb)
+        diff = (sum(rb) - sum(ra)) / max(len(ra), 1)
+        return PairwiseTest(a.arm, b.arm, "accuracy", diff, p, "exact McNemar",
+                            details={"only_a_right": only_a, "only_b_right": only_b})
+    from .evaluate import text_metrics
+
+    boot = paired_bootstrap(lambda refs, preds: text_metrics(list(refs), list(preds))["chrf"] / 100,
+                            a.references, a.predictions, b.predictions, samples=samples, seed=seed)
+    return PairwiseTest(a.arm, b.arm, "chrF", boot["difference"], boot["p_value"], "paired bootstrap",
+                        low=boot["low"], high=boot["high"])
+
+
+def macro_f1_interval(result: Any, labels: Sequence[str], *, samples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap 95% interval of one arm's macro-F1."""
+    from sklearn.metrics import f1_score
+
+    refs, preds = np.asarray(result.references, object), np.asarray(result.predictions, object)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(samples):
+        idx = rng.integers(0, len(refs), len(refs))
+        values.append(f1_score(refs[idx], preds[idx], labels=list(labels), average="macro", zero_division=0))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+# -- costs ----------------------------------------------------------------------------------------------
+
+@dataclass
+class CostModel:
+    """What compute costs you. Change the defaults to your own prices and traffic."""
+
+    price_per_hour: float = setting(0.10, "Price of one hour of the machine that answers queries and trains, in "
+                                    "dollars. A 2-core cloud VM is about $0.05–0.10; a GPU $1–4.", min=0.0, max=100.0)
+    queries_per_month: int = setting(100_000, "How many texts the model will process per month in use. Fine-tuning's "
+                                     "one-off cost is spread over them.", min=0, max=10**10)
+    months: int = setting(12, "How many months the model stays in use: its training cost is shared across them.",
+                          min=1, max=120)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+@dataclass
+class ArmCost:
+    arm: str
+    ms_per_query: float
+    one_off_seconds: float
+    cost_per_1000: float
+    one_off_cost: float
+    monthly_cost: float
+
+
+def arm_cost(arm: str, ms_per_query: float, one_off_seconds: float, model: CostModel) -> ArmCost:
+    """Cost per 1,000 queries, one-off cost and monthly cost (running + training spread over the months)."""
+    per_hour = model.price_per_hour
+    cost_per_1000 = ms_per_query * 1000 / 3_600_000 * per_hour
+    one_off = one_off_seconds / 3600 * per_hour
+    monthly = cost_per_1000 * model.queries_per_month / 1000 + one_off / model.months
+    return ArmCost(arm, ms_per_query, one_off_seconds, cost_per_1000, one_off, monthly)
+
+
+def break_even_queries(cheap_start: ArmCost, cheap_run: ArmCost) -> float | None:
+    """Queries after which ``cheap_run`` (higher one-off, cheaper per query) costs less in total.
+
+    None when it never does (it is not cheaper per query).
+    """
+    saving_per_query = (cheap_start.cost_per_1000 - cheap_run.cost_per_1000) / 1000
+    extra_one_off = cheap_run.one_off_cost - cheap_start.one_off_cost
+    if saving_per_query <= 0:
+        return None
+    return max(0.0, extra_one_off / saving_per_query)
+
+
+def cost_curve(costs: Sequence[ArmCost], max_queries: int, points: int = 50) -> pd.DataFrame:
+    """Total cost of each arm against the number of queries served (for the cost-versus-volume chart)."""
+    volumes = np.linspace(0, max_queries, points)
+    rows = [{"arm": c.arm, "queries": float(q), "total_cost": c.one_off_cost + c.cost_per_1000 * q / 1000}
+            for c in costs for q in volumes]
+    return pd.DataFrame(rows)
+
+
+# -- learning curve -------------------------------------------------------------------------------------
+
+def nested_subsets(train: pd.DataFrame, sizes: Sequence[int], *, task: str, seed: int = 0) -> dict[int, pd.DataFrame]:
+    """Training subsets of growing size where each contains the smaller ones, stratified by label.
+
+    One seeded order of the rows is made so that every prefix has the label mix of the whole set (a
+    round-robin over shuffled classes); each size is a prefix of that order.
+    """
+    rng = np.random.default_rng(seed)
+    if task == "classification":
+        groups = [g.sample(frac=1.0, random_state=int(rng.integers(1 << 31))).index.tolist()
+                  for _, g in train.groupby("label")]
+        shares = np.array([len(g) for g in groups], float) / len(train)
+        order, taken = [], np.zeros(len(groups))
+        for _ in range(len(train)):
+            # take next from the class furthest below its share of what has been taken so far
+            need = shares * (len(order) + 1) - taken
+            for k in np.argsort(-need):
+                if taken[k] < len(groups[k]):
+                    order.append(groups[k][int(taken[k])])
+                    taken[k] += 1
+                    break
+    else:
+        order = list(rng.permutation(train.index))
+    return {n: train.loc[order[:n]].reset_index(drop=True) for n in sorted(set(sizes)) if 0 < n <= len(train)}
+
+
+def learning_curve_sizes(n_train: int, smallest: int = 16, factor: int = 4) -> list[int]:
+    """16, 64, 256, ... up to and including all rows."""
+    sizes, n = [], smallest
+    while n < n_train:
+        sizes.append(n)
+        n *= factor
+    return sizes + [n_train]
+
+
+def crossover(curve: pd.DataFrame, metric: str = "score") -> int | None:
+    """The smallest training size from which the fine-tuned arm scores above the prompted one (and stays)."""
+    table = curve.pivot_table(index="rows", columns="method", values=metric, aggfunc="mean").sort_index()
+    if not {"fine-tuning", "prompting"} <= set(table.columns):
+        return None
+    ahead = (table["fine-tuning"] > table["prompting"]).tolist()
+    for i, rows in enumerate(table.index):
+        if all(ahead[i:]):
+            return int(rows)
+    return None
+
+
+# -- recommendation -------------------------------------------------------------------------------------
+
+@dataclass
+class Priorities:
+    """How much each criterion matters to you (0 = not at all, 5 = most)."""
+
+    quality: float = setting(3.0, "How much a better score matters. Only differences the test set can confirm count.",
+                             min=0, max=5)
+    speed: float = setting(1.0, "How much answer latency matters (milliseconds per text).", min=0, max=5)
+    cost: float = setting(1.0, "How much money matters: running cost at your query volume plus training cost.",
+                          min=0, max=5)
+    effort: float = setting(1.0, "How much you want to avoid collecting labelled rows and training a model.",
+                            min=0, max=5)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+@dataclass
+class ArmSummary:
+    """What the recommendation needs to know about one arm."""
+
+    arm: str
+    kind: str  # "prompt" or "finetune"
+    score: float  # primary metric, 0..1
+    ms_per_query: float
+    cost: ArmCost
+
+
+@dataclass
+class Recommendation:
+    arm: str
+    reasons: list[str]
+    what_would_change: list[str]
+    scores: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tied_with_best(summaries: Sequence[ArmSummary], tests: dict[tuple[str, str], PairwiseTest]) -> set[str]:
+    """Arms whose score the test set cannot tell apart from the best arm's."""
+    best = max(summaries, key=lambda s: s.score)
+    tied = {best.arm}
+    for s in summaries:
+        test = tests.get((best.arm, s.arm)) or tests.get((s.arm, best.arm))
+        if s.arm != best.arm and test is not None and not test.significant:
+            tied.add(s.arm)
+    return tied
+
+
+def recommend(summaries: Sequence[ArmSummary], tests: dict[tuple[str, str], PairwiseTest],
+              priorities: Priorities = Priorities(), *, metric: str = "accuracy",
+              break_even: float | None = None, crossover_rows: int | None = None,
+              n_train: int | None = None) -> Recommendation:
+    """Pick the arm with the best weighted score; a difference within noise never counts as quality."""
+    tied = tied_with_best(summaries, tests)
+    top, low = max(s.score for s in summaries), min(s.score for s in summaries)
+    fastest = min(s.ms_per_query for s in summaries)
+    cheapest = min(s.cost.monthly_cost for s in summaries) or 1e-12
+
+    def weighted(s: ArmSummary) -> float:
+        quality = 1.0 if s.arm in tied else 1 - (top - s.score) / max(top - low, 1e-9)
+        speed = fastest / max(s.ms_per_query, 1e-9)
+        cost = cheapest / max(s.cost.monthly_cost, 1e-12)
+        effort = 1.0 if s.kind == "prompt" else 0.3
+        return (priorities.quality * quality + priorities.speed * speed + priorities.cost * cost
+                + priorities.effort * effort)
+
+    scores = {s.arm: round(weighted(s), 3) for s in summaries}
+    # ties in the weighted score go to the cheaper arm
+    winner = max(summaries, key=lambda s: (scores[s.arm], -s.cost.monthly_cost))
+    reasons = _reasons(winner, summaries, tests, tied, metric)
+    changes = _what_would_change(winner, summaries, break_even, crossover_rows, n_train)
+    return Recommendation(winner.arm, reasons, changes, scores)
+
+
+def _reasons(winner: ArmSummary, summaries: Sequence[ArmSummary], tests: dict, tied: set[str],
+             metric: str) -> list[str]:
+    reasons = []
+    for other in summaries:
+        if other.arm == winner.arm:
+            continue
+        test = tests.get((other.arm, winner.arm)) or tests.get((winner.arm, other.arm))
+        gap = (winner.score - other.score) * 100
+        if test is not None and test.significant and gap > 0:
+            reasons.append(f"It scores {winner.score:.1%} {metric} against {other.score:.1%} for {other.arm} "
+                           f"(+{gap:.1f} points, p = {test.p_value:.3f}: unlikely to be luck).")
+        elif other.arm in tied or (test is not None and not test.significant):
+            reasons.append(f"{other.arm} scores {other.score:.1%} against its {winner.score:.1%}: a difference "
+                           f"the test set cannot confirm, so the cheaper and simpler choice wins.")
+        else:
+            reasons.append(f"{other.arm} scores {other.score:.1%} against its {winner.score:.1%}, but "
+                           f"{winner.arm} wins on your priorities (speed, cost, effort).")
+    slowest = max(summaries, key=lambda s: s.ms_per_query)
+    if winner.ms_per_query < slowest.ms_per_query and slowest.arm != winner.arm:
+        reasons.append(f"It answers in {winner.ms_per_query:.0f} ms per text against {slowest.ms_per_query:.0f} ms "
+                       f"for {slowest.arm}.")
+    reasons.append(f"At your volume it costs ${winner.cost.monthly_cost:,.2f} a month "
+                   f"(${winner.cost.cost_per_1000:.4f} per 1,000 texts"
+                   + (f", plus ${winner.cost.one_off_cost:.2f} of training once)." if winner.cost.one_off_cost else ")."))
+    return reasons
+
+
+def _what_would_change(winner: ArmSummary, summaries: Sequence[ArmSummary], break_even: float | None,
+                       crossover_rows: int | None, n_train: int | None) -> list[str]:
+    changes = []
+    if break_even is not None:
+        changes.append(f"Fine-tuning's training cost is paid back after about {break_even:,.0f} queries; "
+                       "below that volume prompting is cheaper.")
+    if crossover_rows is not None:
+        changes.append(f"On your data fine-tuning overtook prompting from about {crossover_rows} labelled rows.")
+    elif n_train is not None:
+        changes.append(f"Within your {n_train} labelled rows fine-tuning did not overtake prompting for good; "
+                       "more rows might change that.")
+    if winner.kind == "prompt":
+        changes.append("More labelled rows, or a task the model does not know from general text, favour fine-tuning.")
+    else:
+        changes.append("If the task changes often, or you have few labelled rows, prompting is easier to keep up.")
+    return changes
+
+
+# -- disagreements and groups -----------------------------------------------------------------------------
+
+def disagreements(results: Sequence[Any]) -> pd.DataFrame:
+    """The test rows where the arms do not all give the same answer, with every arm's answer and the truth."""
+    first = results[0]
+    frame = pd.DataFrame({"text": first.texts, "expected": first.references})
+    for r in results:
+        frame[r.arm] = r.predictions
+    answers = frame[[r.arm for r in results]]
+    mask = answers.nunique(axis=1) > 1
+    out = frame[mask].copy()
+    out["right"] = [", ".join(r.arm for r in results if row[r.arm] == row["expected"]) or "none"
+                    for _, row in out.iterrows()]
+    return out.reset_index(names="row")
+
+
+def group_gaps(result: Any, groups: Sequence[str]) -> pd.DataFrame:
+    """Accuracy of one arm per value of a group column (e.g. language, region), to spot unfair gaps."""
+    frame = pd.DataFrame({"group": list(groups), "right": [p == r for p, r in zip(result.predictions, result.references)]})
+    table = frame.groupby("group")["right"].agg(["mean", "count"]).reset_index()
+    table.columns = ["group", "accuracy", "rows"]
+    table["gap_to_overall"] = table["accuracy"] - frame["right"].mean()
+    return table.sort_values("accuracy")

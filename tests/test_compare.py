@@ -1,0 +1,139 @@
+"""Comparison maths against known values, and the recommendation's behaviour."""
+
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from pvf_core import compare as c
+
+
+def result(arm, predictions, references, ms=10.0):
+    return SimpleNamespace(arm=arm, predictions=predictions, references=references,
+                           texts=[f"t{i}" for i in range(len(references))], ms_per_example=ms)
+
+
+def test_mcnemar_exact_matches_binomial_table():
+    # 1 row only A got right, 9 rows only B got right: two-sided exact p = 2 * P(X <= 1 | n=10, 1/2) = 22/1024
+    a = [True] * 1 + [False] * 9 + [True] * 20
+    b = [False] * 1 + [True] * 9 + [True] * 20
+    assert c.mcnemar_exact(a, b) == (1, 9, pytest.approx(22 / 1024))
+
+
+def test_mcnemar_identical_arms_is_not_significant():
+    assert c.mcnemar_exact([True, False], [True, False]) == (0, 0, 1.0)
+
+
+def test_paired_bootstrap_sees_a_clear_difference_and_not_a_null_one():
+    refs = ["x"] * 200
+    worse = ["x"] * 100 + ["y"] * 100
+    better = ["x"] * 180 + ["y"] * 20
+    acc = lambda r, p: float((pd.Series(list(r)) == pd.Series(list(p))).mean())
+    boot = c.paired_bootstrap(acc, refs, worse, better, samples=500)
+    assert boot["difference"] == pytest.approx(0.4)
+    assert boot["low"] > 0.3 and boot["high"] < 0.5 and boot["p_value"] < 0.01
+    same = c.paired_bootstrap(acc, refs, worse, worse, samples=200)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
+
+
+def test_wilson_interval_known_value():
+    low, high = c.wilson_interval(80, 100)
+    assert low == pytest.approx(0.7112, abs=1e-3) and high == pytest.approx(0.8666, abs=1e-3)
+
+
+def test_compare_pair_sentence_names_the_numbers():
+    refs = ["a"] * 100
+    test = c.compare_pair(result("zero-shot", ["a"] * 60 + ["b"] * 40, refs),
+                          result("LoRA", ["a"] * 90 + ["b"] * 10, refs), "classification")
+    assert test.difference == pytest.approx(0.30) and test.significant
+    assert "LoRA is better than zero-shot by 30.0 points" in test.sentence() and "unlikely to be luck" in test.sentence()
+
+
+def test_compare_pair_refuses_different_rows():
+    with pytest.raises(ValueError):
+        c.compare_pair(result("a", ["x"], ["x"]), result("b", ["x"], ["y"]), "classification")
+
+
+def test_costs_and_break_even_arithmetic():
+    model = c.CostModel(price_per_hour=3.6, queries_per_month=1000, months=10)
+    prompt = c.arm_cost("4-shot", ms_per_query=100, one_off_seconds=0, model=model)
+    tuned = c.arm_cost("LoRA", ms_per_query=20, one_off_seconds=1000, model=model)
+    # 100 ms at $3.6/h = $0.0001 per query -> $0.10 per 1,000
+    assert prompt.cost_per_1000 == pytest.approx(0.10)
+    assert tuned.cost_per_1000 == pytest.approx(0.02)
+    assert tuned.one_off_cost == pytest.approx(1.0)
+    assert tuned.monthly_cost == pytest.approx(0.02 + 0.1)
+    # $1 of training saved at $0.00008 per query -> 12,500 queries
+    assert c.break_even_queries(prompt, tuned) == pytest.approx(12_500)
+    assert c.break_even_queries(tuned, prompt) is None
+
+
+def test_cost_model_rejects_negative_price():
+    with pytest.raises(Exception, match="at least 0"):
+        c.CostModel(price_per_hour=-1)
+
+
+def summaries_and_tests(score_prompt, score_tuned, p_value):
+    model = c.CostModel()
+    prompt = c.ArmSummary("zero-shot", "prompt", score_prompt, 30, c.arm_cost("zero-shot", 30, 0, model))
+    tuned = c.ArmSummary("LoRA", "finetune", score_tuned, 30, c.arm_cost("LoRA", 30, 600, model))
+    test = c.PairwiseTest("zero-shot", "LoRA", "accuracy", score_tuned - score_prompt, p_value, "exact McNemar")
+    return [prompt, tuned], {("zero-shot", "LoRA"): test}
+
+
+def test_a_tie_within_noise_goes_to_the_cheaper_arm():
+    summaries, tests = summaries_and_tests(0.80, 0.82, p_value=0.4)
+    rec = c.recommend(summaries, tests)
+    assert rec.arm == "zero-shot"
+    assert any("cannot confirm" in r for r in rec.reasons)
+
+
+def test_a_significant_win_goes_to_the_winner_and_reasons_name_numbers():
+    summaries, tests = summaries_and_tests(0.70, 0.88, p_value=0.001)
+    rec = c.recommend(summaries, tests, break_even=12_500)
+    assert rec.arm == "LoRA"
+    assert any("88.0%" in r and "70.0%" in r and "+18.0 points" in r for r in rec.reasons)
+    assert any("12,500" in w for w in rec.what_would_change)
+
+
+def test_priorities_can_overrule_a_small_significant_gain():
+    summaries, tests = summaries_and_tests(0.80, 0.83, p_value=0.01)
+    assert c.recommend(summaries, tests, c.Priorities(quality=0.5, effort=5, cost=5)).arm == "zero-shot"
+
+
+def test_nested_subsets_are_nested_and_stratified():
+    train = pd.DataFrame({"text": [f"t{i}" for i in range(400)], "label": ["a"] * 300 + ["b"] * 100})
+    subsets = c.nested_subsets(train, [16, 64, 256, 400], task="classification", seed=3)
+    previous: set[str] = set()
+    for n, frame in subsets.items():
+        texts = set(frame["text"])
+        assert len(frame) == n and previous <= texts
+        previous = texts
+        share_b = (frame["label"] == "b").mean()
+        assert abs(share_b - 0.25) <= 1 / n + 1e-9
+    assert c.nested_subsets(train, [16], task="classification", seed=3)[16].equals(subsets[16])
+
+
+def test_learning_curve_sizes():
+    assert c.learning_curve_sizes(500) == [16, 64, 256, 500]
+    assert c.learning_curve_sizes(10) == [10]
+
+
+def test_crossover_finds_where_finetuning_stays_ahead():
+    curve = pd.DataFrame({"rows": [16, 16, 64, 64, 256, 256], "method": ["prompting", "fine-tuning"] * 3,
+                          "score": [0.7, 0.5, 0.7, 0.72, 0.7, 0.85]})
+    assert c.crossover(curve) == 64
+    assert c.crossover(curve.assign(score=[0.7, 0.5, 0.7, 0.6, 0.7, 0.65])) is None
+
+
+def test_disagreements_lists_only_rows_where_arms_differ():
+    refs = ["a", "b", "a"]
+    out = c.disagreements([result("x", ["a", "b", "b"], refs), result("y", ["a", "a", "a"], refs)])
+    assert out["row"].tolist() == [1, 2]
+    assert out["right"].tolist() == ["x", "y"]
+
+
+def test_group_gaps():
+    r = result("x", ["a", "a", "b", "b"], ["a", "a", "a", "a"])
+    table = c.group_gaps(r, ["en", "en", "fr", "fr"]).set_index("group")
+    assert table.loc["en", "accuracy"] == 1.0 and table.loc["fr", "gap_to_overall"] == -0.5
