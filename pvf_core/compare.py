@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -113,7 +114,7 @@ def compare_pair(a: Any, b: Any, task: str, *, samples: int = 1000, seed: int = 
         diff = (sum(rb) - sum(ra)) / max(len(ra), 1)
         return PairwiseTest(a.arm, b.arm, "accuracy", diff, p, "exact McNemar",
                             details={"only_a_right": only_a, "only_b_right": only_b})
-    from .evaluate import text_metrics
+    from .metrics import text_metrics
 
     boot = paired_bootstrap(lambda refs, preds: text_metrics(list(refs), list(preds))["chrf"] / 100,
                             a.references, a.predictions, b.predictions, samples=samples, seed=seed)
@@ -384,3 +385,180 @@ def group_gaps(result: Any, groups: Sequence[str]) -> pd.DataFrame:
     table.columns = ["group", "accuracy", "rows"]
     table["gap_to_overall"] = table["accuracy"] - frame["right"].mean()
     return table.sort_values("accuracy")
+
+
+# -- a whole comparison -----------------------------------------------------------------------------------
+
+@dataclass
+class ArmInfo:
+    """What an arm cost before its first query."""
+
+    name: str
+    kind: str  # "prompt" | "finetune"
+    train_seconds: float = 0.0
+    train_rows: int = 0
+    train_peak_rss_mb: float = 0.0
+    adapter_mb: float = 0.0
+    adapter_dir: str | None = None
+
+
+@dataclass
+class Comparison:
+    """Every arm's result on the same test rows, and what follows from them."""
+
+    dataset: str
+    task: str
+    labels: list[str]
+    results: list[Any]  # EvalResult
+    arms: list[ArmInfo]
+    tests: list[PairwiseTest]
+    costs: list[ArmCost]
+    cost_model: CostModel
+    priorities: Priorities
+    recommendation: Recommendation
+    break_even: float | None = None
+    curve: list[dict] = field(default_factory=list)
+    crossover_rows: int | None = None
+    seconds: float = 0.0
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def metric(self) -> str:
+        return primary_metric(self.task)
+
+    def result(self, arm: str) -> Any:
+        return next(r for r in self.results if r.arm == arm)
+
+    def metrics_table(self) -> pd.DataFrame:
+        """One row per arm: quality with its interval, latency, memory, tokens, training cost."""
+        rows = []
+        for r, info, cost in zip(self.results, self.arms, self.costs):
+            summary = r.summary()
+            low, high = self.intervals.get(r.arm, (None, None))
+            row = {"arm": r.arm, "kind": info.kind}
+            if self.task == "classification":
+                row |= {"accuracy": r.metrics["accuracy"], "accuracy_low": low, "accuracy_high": high,
+                        "macro_f1": r.metrics["macro_f1"]}
+            else:
+                row |= {"chrf": r.metrics["chrf"], "chrf_low": low, "chrf_high": high,
+                        "exact_match": r.metrics["exact_match"]}
+            row |= {"latency_ms_p50": summary["latency_ms_p50"], "latency_ms_p95": summary["latency_ms_p95"],
+                    "prompt_tokens_per_query": summary["prompt_tokens_per_row"],
+                    "peak_memory_mb": summary["peak_rss_mb"], "train_seconds": info.train_seconds,
+                    "train_rows": info.train_rows, "adapter_mb": info.adapter_mb,
+                    "cost_per_1000_queries": cost.cost_per_1000, "monthly_cost": cost.monthly_cost}
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def predictions_frame(self) -> pd.DataFrame:
+        """One row per test row: the text, the expected answer and ``prediction_<arm>`` for each arm."""
+        first = self.results[0]
+        names = ("input", "output") if self.task != "classification" else ("text", "label")
+        frame = pd.DataFrame({names[0]: first.texts, names[1]: first.references})
+        for r in self.results:
+            frame[f"prediction_{r.arm}"] = r.predictions
+        return frame
+
+    def reweighted(self, cost_model: CostModel, priorities: Priorities) -> "Comparison":
+        """The same results under other prices, volumes or priorities (no model needed)."""
+        return build_comparison(self.results, self.arms, task=self.task, labels=self.labels, dataset=self.dataset,
+                                cost_model=cost_model, priorities=priorities, curve=self.curve, seconds=self.seconds)
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "task": self.task, "labels": self.labels, "metric": self.metric,
+                "arms": [{**r.summary(), **asdict(info), "cost": asdict(cost)}
+                         for r, info, cost in zip(self.results, self.arms, self.costs)],
+                "significance": [t.to_dict() for t in self.tests],
+                "recommendation": self.recommendation.to_dict(), "break_even_queries": self.break_even,
+                "learning_curve": self.curve, "crossover_rows": self.crossover_rows,
+                "cost_model": asdict(self.cost_model), "priorities": asdict(self.priorities),
+                "intervals": self.intervals, "seconds": round(self.seconds, 2)}
+
+    def save(self, folder: str | Path) -> Path:
+        """Write comparison.json (with every per-row result) so the page can reopen it."""
+        import json
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = self.to_dict() | {"results": [r.to_dict() for r in self.results],
+                                  "arm_infos": [asdict(a) for a in self.arms]}
+        (folder / "comparison.json").write_text(json.dumps(data, default=float))
+        return folder / "comparison.json"
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Comparison":
+        import json
+
+        from .evaluate import EvalResult
+
+        data = json.loads((Path(folder) / "comparison.json").read_text())
+        return cls(dataset=data["dataset"], task=data["task"], labels=data["labels"],
+                   results=[EvalResult(**r) for r in data["results"]],
+                   arms=[ArmInfo(**a) for a in data["arm_infos"]],
+                   tests=[PairwiseTest(**{k: t[k] for k in ("a", "b", "metric", "difference", "p_value", "test",
+                                                            "low", "high", "details")})
+                          for t in data["significance"]],
+                   costs=[ArmCost(**a["cost"]) for a in data["arms"]],
+                   cost_model=CostModel(**data["cost_model"]), priorities=Priorities(**data["priorities"]),
+                   recommendation=Recommendation(**data["recommendation"]), break_even=data["break_even_queries"],
+                   curve=data["learning_curve"], crossover_rows=data["crossover_rows"], seconds=data["seconds"],
+                   intervals={k: tuple(v) for k, v in data["intervals"].items()})
+
+
+def build_comparison(results: Sequence[Any], arms: Sequence[ArmInfo], *, task: str, labels: Sequence[str],
+                     dataset: str = "", cost_model: CostModel | None = None, priorities: Priorities | None = None,
+                     curve: Sequence[dict] = (), seconds: float = 0.0) -> Comparison:
+    """Significance, costs, break-even and a recommendation from results on identical rows (no model needed)."""
+    cost_model, priorities = cost_model or CostModel(), priorities or Priorities()
+    if len(results) < 2:
+        raise ValueError("a comparison needs at least two arms")
+    tests = [compare_pair(a, b, task) for i, a in enumerate(results) for b in results[i + 1:]]
+    costs = [arm_cost(r.arm, r.ms_per_example, info.train_seconds, cost_model) for r, info in zip(results, arms)]
+    metric = primary_metric(task)
+    summaries = [ArmSummary(r.arm, info.kind, r.metrics[metric] / (100 if metric == "chrf" else 1),
+                            r.ms_per_example, cost) for r, info, cost in zip(results, arms, costs)]
+    break_even = _break_even(summaries)
+    curve_frame = pd.DataFrame(list(curve))
+    crossover_rows = crossover(curve_frame) if len(curve_frame) else None
+    n_train = max((a.train_rows for a in arms), default=0) or None
+    recommendation = recommend(summaries, {(t.a, t.b): t for t in tests}, priorities, metric=metric,
+                               break_even=break_even, crossover_rows=crossover_rows,
+                               n_train=n_train if len(curve_frame) else None)
+    return Comparison(dataset=dataset, task=task, labels=list(labels), results=list(results), arms=list(arms),
+                      tests=tests, costs=costs, cost_model=cost_model, priorities=priorities,
+                      recommendation=recommendation, break_even=break_even, curve=list(curve),
+                      crossover_rows=crossover_rows, seconds=seconds, intervals=_intervals(results, task, labels))
+
+
+def _break_even(summaries: Sequence[ArmSummary]) -> float | None:
+    """Queries after which the best fine-tuned arm costs less than the best prompt arm."""
+    prompts = [s for s in summaries if s.kind == "prompt"]
+    tuned = [s for s in summaries if s.kind == "finetune"]
+    if not prompts or not tuned:
+        return None
+    best_prompt = max(prompts, key=lambda s: s.score)
+    best_tuned = max(tuned, key=lambda s: s.score)
+    return break_even_queries(best_prompt.cost, best_tuned.cost)
+
+
+def _intervals(results: Sequence[Any], task: str, labels: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """95% interval of each arm's primary metric (Wilson for accuracy, bootstrap for chrF)."""
+    out = {}
+    for r in results:
+        if task == "classification":
+            out[r.arm] = wilson_interval(sum(p == t for p, t in zip(r.predictions, r.references)), r.n_test)
+        else:
+            value, half = r.metrics["chrf"] / 100, _bootstrap_half_width(r)
+            out[r.arm] = (max(0.0, value - half), min(1.0, value + half))
+    return out
+
+
+def _bootstrap_half_width(result: Any, samples: int = 200, seed: int = 0) -> float:
+    from .metrics import text_metrics
+
+    refs, preds = np.asarray(result.references, object), np.asarray(result.predictions, object)
+    rng = np.random.default_rng(seed)
+    values = [text_metrics(list(refs[idx]), list(preds[idx]))["chrf"] / 100
+              for idx in (rng.integers(0, len(refs), len(refs)) for _ in range(samples))]
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(high - low) / 2

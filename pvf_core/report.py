@@ -20,3 +20,169 @@ def label_distribution_figure(splits_or_frames: dict[str, pd.DataFrame], title: 
     fig.update_layout(title=title, barmode="group", height=320, margin=dict(l=10, r=10, t=40, b=10),
                       yaxis_title="rows", legend_orientation="h")
     return fig
+
+
+def confusion_figure(matrix: list[list[int]], labels: list[str], title: str) -> go.Figure:
+    """A confusion matrix heat map: rows are the true answers, columns the predicted ones."""
+    fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale="Blues", showscale=False,
+                               text=matrix, texttemplate="%{text}", hovertemplate="true %{y}<br>predicted %{x}: %{z}"))
+    fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed")
+    return fig
+
+
+def metric_bars_figure(rows: list[dict], metric: str) -> go.Figure:
+    """One bar per arm with its 95% interval; ``rows`` have arm, value, low, high (0..1)."""
+    fig = go.Figure(go.Bar(
+        x=[r["arm"] for r in rows], y=[r["value"] * 100 for r in rows],
+        marker_color=[PALETTE[i % len(PALETTE)] for i in range(len(rows))],
+        error_y=dict(type="data", symmetric=False,
+                     array=[(r.get("high", r["value"]) - r["value"]) * 100 for r in rows],
+                     arrayminus=[(r["value"] - r.get("low", r["value"])) * 100 for r in rows]),
+        text=[f"{r['value']:.1%}" for r in rows], textposition="outside"))
+    fig.update_layout(title=f"{metric} on the same test rows (bars: 95% interval)", height=340,
+                      yaxis_title=f"{metric} (%)", yaxis_range=[0, 105], margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def learning_curve_figure(curve: pd.DataFrame, metric: str) -> go.Figure:
+    """Score against labelled rows for each method, mean with the spread over seeds."""
+    fig = go.Figure()
+    for i, (method, part) in enumerate(curve.groupby("method")):
+        stats = part.groupby("rows")["score"].agg(["mean", "std"]).fillna(0).reset_index()
+        fig.add_scatter(x=stats["rows"], y=stats["mean"] * 100, name=method, mode="lines+markers",
+                        line_color=PALETTE[i % len(PALETTE)],
+                        error_y=dict(type="data", array=stats["std"] * 100))
+    fig.update_layout(title="Learning curve: score against labelled rows", height=340, xaxis_type="log",
+                      xaxis_title="labelled rows used", yaxis_title=f"{metric} (%)",
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def cost_figure(curve: pd.DataFrame, break_even: float | None) -> go.Figure:
+    """Total cost against queries served; the break-even point marked where the lines cross."""
+    fig = go.Figure()
+    for i, (arm, part) in enumerate(curve.groupby("arm", sort=False)):
+        fig.add_scatter(x=part["queries"], y=part["total_cost"], name=arm, mode="lines",
+                        line_color=PALETTE[i % len(PALETTE)])
+    if break_even is not None and break_even <= curve["queries"].max():
+        fig.add_vline(x=break_even, line_dash="dash", annotation_text=f"break-even ≈ {break_even:,.0f} queries")
+    fig.update_layout(title="Total cost against queries served", height=340, xaxis_title="queries",
+                      yaxis_title="dollars", margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def loss_figure(progress: list[dict]) -> go.Figure:
+    """Training and validation loss per step, from a job's progress records."""
+    steps = [p for p in progress if p.get("train_loss") is not None]
+    val = [p for p in progress if p.get("val_loss") is not None]
+    fig = go.Figure()
+    fig.add_scatter(x=[p["step"] for p in steps], y=[p["train_loss"] for p in steps], name="training loss",
+                    mode="lines", line_color=PALETTE[0])
+    fig.add_scatter(x=[p["step"] for p in val], y=[p["val_loss"] for p in val], name="validation loss",
+                    mode="lines+markers", line_color=PALETTE[1])
+    fig.update_layout(title="Loss (lower is better)", height=320, xaxis_title="step", yaxis_title="loss",
+                      margin=dict(l=10, r=10, t=40, b=10), legend_orientation="h")
+    return fig
+
+
+# -- exports ----------------------------------------------------------------------------------------------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: object) -> object:
+    """Neutralise a text cell that a spreadsheet would run as a formula (CSV injection)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def write_safe_csv(frame: pd.DataFrame, path) -> None:
+    """Write a CSV whose text cells cannot run as spreadsheet formulas."""
+    frame.map(safe_cell).to_csv(path, index=False)
+
+
+def html_page(title: str, sections: list[tuple[str, str]]) -> str:
+    """A self-contained HTML page; section bodies are HTML built with ``html.escape`` on user text."""
+    import html
+
+    body = "\n".join(f"<section><h2>{html.escape(heading)}</h2>\n{content}</section>" for heading, content in sections)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #1F2335; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccd; padding: 4px 8px; text-align: left; }}
+th {{ background: #F3F5FB; }} .card {{ background: #F3F5FB; border-left: 4px solid #4B5FD6; padding: 1em; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+{body}
+</body></html>
+"""
+
+
+def figure_html(fig: go.Figure, first: bool) -> str:
+    """A figure as embedded HTML; the first one carries plotly.js so the file works offline."""
+    return fig.to_html(full_html=False, include_plotlyjs="inline" if first else False)
+
+
+def table_html(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, escape=True, border=0)
+
+
+# -- the comparison report ------------------------------------------------------------------------------
+
+def comparison_figures(comparison) -> dict[str, go.Figure]:
+    """Every chart of a comparison, by name (the page and the HTML report show the same ones)."""
+    from .compare import cost_curve
+
+    table = comparison.metrics_table()
+    metric = "accuracy" if comparison.task == "classification" else "chrf"
+    scale = 1 if metric == "accuracy" else 100
+    bars = [{"arm": row["arm"], "value": row[metric] / scale,
+             "low": row[f"{metric}_low"] if row[f"{metric}_low"] is not None else row[metric] / scale,
+             "high": row[f"{metric}_high"] if row[f"{metric}_high"] is not None else row[metric] / scale}
+            for row in table.to_dict("records")]
+    figures = {"quality": metric_bars_figure(bars, "accuracy" if metric == "accuracy" else "chrF")}
+    horizon = max(10_000, int((comparison.break_even or 0) * 2), comparison.cost_model.queries_per_month)
+    figures["cost"] = cost_figure(cost_curve(comparison.costs, horizon), comparison.break_even)
+    if comparison.curve:
+        figures["learning_curve"] = learning_curve_figure(pd.DataFrame(comparison.curve), metric)
+    if comparison.task == "classification":
+        for r in comparison.results:
+            figures[f"confusion:{r.arm}"] = confusion_figure(r.metrics["confusion"], r.metrics["labels"], r.arm)
+    return figures
+
+
+def write_report(comparison, folder) -> dict[str, str]:
+    """Write report.html (self-contained, charts embedded), predictions.csv and comparison.json."""
+    import html
+    import json
+    from pathlib import Path
+
+    from .compare import disagreements
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rec = comparison.recommendation
+    card = (f"<div class='card'><p><b>Use {html.escape(rec.arm)}.</b></p><ul>"
+            + "".join(f"<li>{html.escape(r)}</li>" for r in rec.reasons) + "</ul><p>What would change the answer:</p><ul>"
+            + "".join(f"<li>{html.escape(w)}</li>" for w in rec.what_would_change) + "</ul></div>")
+    figures = comparison_figures(comparison)
+    charts = "".join(figure_html(fig, first=i == 0) for i, fig in enumerate(figures.values()))
+    tests = "<ul>" + "".join(f"<li>{html.escape(t.sentence())}</li>" for t in comparison.tests) + "</ul>"
+    disagree = disagreements(comparison.results).head(50)
+    sections = [
+        ("Recommendation", card),
+        ("Scores, speed and cost", table_html(comparison.metrics_table().round(4))),
+        ("Is the difference real?", tests),
+        ("Charts", charts),
+        ("Rows where the arms disagree (first 50)", table_html(disagree)),
+        ("Settings", f"<pre>{html.escape(json.dumps({'cost_model': comparison.to_dict()['cost_model'], 'priorities': comparison.to_dict()['priorities']}, indent=2))}</pre>"),
+    ]
+    title = f"PvF Studio comparison: {comparison.dataset or 'your data'}"
+    paths = {"html": folder / "report.html", "csv": folder / "predictions.csv", "json": folder / "comparison.json"}
+    paths["html"].write_text(html_page(title, sections), encoding="utf-8")
+    write_safe_csv(comparison.predictions_frame(), paths["csv"])
+    comparison.save(folder)
+    return {k: str(v) for k, v in paths.items()}

@@ -137,3 +137,46 @@ def test_group_gaps():
     r = result("x", ["a", "a", "b", "b"], ["a", "a", "a", "a"])
     table = c.group_gaps(r, ["en", "en", "fr", "fr"]).set_index("group")
     assert table.loc["en", "accuracy"] == 1.0 and table.loc["fr", "gap_to_overall"] == -0.5
+
+
+def fake_eval(arm, predictions, references, ms=10.0):
+    from pvf_core.evaluate import EvalResult
+    from pvf_core.metrics import classification_metrics
+
+    labels = sorted(set(references) | set(predictions))
+    return EvalResult(arm=arm, task="classification", n_test=len(references), metrics=classification_metrics(
+        references, predictions, labels), texts=[f"<b>row {i}</b> =cmd" for i in range(len(references))],
+        references=references, predictions=predictions, label_scores=None, ms_per_example=ms,
+        latencies_ms=[ms] * len(references), prompt_tokens_per_row=50.0, peak_rss_mb=600.0, seconds=1.0,
+        calibration="none")
+
+
+def test_build_comparison_report_and_round_trip(tmp_path):
+    from pvf_core.report import write_report
+
+    refs = ["pos", "neg"] * 50
+    zero = fake_eval("zero-shot", ["pos"] * 100, refs, ms=40)
+    tuned = fake_eval("LoRA", refs[:90] + ["pos"] * 10, refs, ms=20)
+    comparison = c.build_comparison([zero, tuned], [c.ArmInfo("zero-shot", "prompt"),
+                                                     c.ArmInfo("LoRA", "finetune", train_seconds=300, train_rows=500)],
+                                    task="classification", labels=["neg", "pos"], dataset="<script>x</script>")
+    assert comparison.recommendation.arm == "LoRA"
+    assert comparison.tests[0].significant
+    assert comparison.break_even is not None and comparison.break_even > 0
+    paths = write_report(comparison, tmp_path)
+    page = open(paths["html"], encoding="utf-8").read()
+    assert "<script>x</script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
+    assert "&lt;b&gt;row" in page  # user text in the disagreement table is escaped
+    predictions = pd.read_csv(paths["csv"])
+    assert list(predictions.columns) == ["text", "label", "prediction_zero-shot", "prediction_LoRA"]
+    assert predictions["text"].str.startswith("<b>").all()
+    again = c.Comparison.load(tmp_path)
+    assert again.recommendation == comparison.recommendation
+    assert again.metrics_table().equals(comparison.metrics_table())
+
+
+def test_exported_csv_neutralises_formulas(tmp_path):
+    from pvf_core.report import write_safe_csv
+
+    write_safe_csv(pd.DataFrame({"text": ["=1+1", "+cmd", "-2", "@SUM(A1)", "fine"]}), tmp_path / "x.csv")
+    assert pd.read_csv(tmp_path / "x.csv")["text"].tolist() == ["'=1+1", "'+cmd", "'-2", "'@SUM(A1)", "fine"]
