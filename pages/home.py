@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from pvf_core.data import (ColumnMapping, SplitSettings, health_check, labeled_frame, make_splits, read_csv,
-                           register_dataset, suggest_mapping)
+from pvf_core.data import (DELIMITER_NAMES, ColumnMapping, SplitSettings, health_check, labeled_frame, make_splits,
+                           mapping_notes, plural, read_csv, register_dataset, suggest_mapping, worst_first)
 from pvf_core.errors import PvfError
 from pvf_core.report import label_distribution_figure
 from pvf_core.samples import SAMPLE_NAME, sample_csv_bytes
@@ -44,7 +44,7 @@ def previous_dataset() -> None:
         st.info("No dataset has been used in this workspace yet: pick the sample or upload a CSV.")
         st.stop()
     chosen = st.selectbox("Dataset", records, key="home_previous",
-                          format_func=lambda r: f"#{r.id} {r.name}: {r.n_rows} rows, {r.task}")
+                          format_func=lambda r: f"#{r.id} {r.name}: {plural(r.n_rows, 'row')}, {r.task}")
     if st.button("Use this dataset", type="primary", key="home_use_previous"):
         state.select_dataset(chosen.id)
         st.rerun()
@@ -63,6 +63,13 @@ def show_next_steps() -> None:
     left.page_link("pages/prompt_builder.py", label="Build a prompt", icon="✍️")
     right.page_link("pages/finetune_wizard.py", label="Fine-tune the model", icon="🛠️")
     third.page_link("pages/compare.py", label="Compare both", icon="⚖️")
+
+
+def stop_with(error: PvfError, headline: str) -> None:
+    """A plain error with its hint; whatever was selected before stays selected and shown."""
+    st.error(f"**{headline}** {error.message}" + (f"  \n{error.hint}" if error.hint else ""))
+    show_next_steps()
+    st.stop()
 
 
 if source == SOURCES[2]:
@@ -89,21 +96,16 @@ try:
         if test_upload is not None:
             test_table = parse(test_upload.getvalue(), test_upload.name)
 except PvfError as error:
-    st.error(f"**This file cannot be used.** {error.message}")
-    if error.hint:
-        st.caption(error.hint)
-    show_next_steps()  # whatever was selected before stays selected
-    st.stop()
+    stop_with(error, "This file cannot be used.")
 
 st.header("2. Columns")
-st.caption(f"{table.name}: {len(table)} rows, read as {table.encoding}, separated by "
-           f"{ {',': 'commas', ';': 'semicolons', chr(9): 'tabs', '|': 'pipes'}[table.delimiter] }.")
+st.caption(f"{table.name}: {plural(len(table), 'row')}, read as {table.encoding}, separated by "
+           f"{DELIMITER_NAMES[table.delimiter]}s.")
 st.dataframe(table.frame.head(5), hide_index=True)
 try:
     guess = suggest_mapping(table)
 except PvfError as error:
-    st.error(str(error))
-    st.stop()
+    stop_with(error, "These columns cannot be used.")
 tasks = ["classification", "text-to-text"]
 left, middle, right = st.columns(3)
 text_column = left.selectbox("Text the model reads", table.columns, index=table.columns.index(guess.text_column),
@@ -126,23 +128,23 @@ try:
     test_frame = labeled_frame(test_table, mapping) if test_table is not None else None
     splits = make_splits(frame, task, split, test_frame)
 except PvfError as error:
-    st.error(str(error))
-    st.stop()
+    stop_with(error, "This data cannot be used yet.")
 try:
     count_tokens, context = resources.token_counter()
 except PvfError as error:
     st.warning(f"Token lengths not checked: {error}")
     count_tokens, context = None, None
-findings = table.notes + health_check(splits, count_tokens=count_tokens, context_length=context)
+findings = worst_first(table.notes + mapping_notes(table, mapping)
+                       + health_check(splits, count_tokens=count_tokens, context_length=context))
 sizes = splits.sizes()
 cols = st.columns(4)
-cols[0].metric("Rows", len(frame))
+cols[0].metric("Rows", f"{len(frame):,}")
 for col, (name, size) in zip(cols[1:], sizes.items()):
-    col.metric(name.capitalize(), size)
+    col.metric(name.capitalize(), f"{size:,}")
 if task == "classification":
     st.plotly_chart(label_distribution_figure({"train": splits.train, "validation": splits.validation,
                                                "test": splits.test}))
-if not findings:
+if not any(f.level in ("error", "warning") for f in findings):
     st.success("No problems found.")
 for finding in findings:
     LEVEL_BOX[finding.level](finding.message)

@@ -71,7 +71,7 @@ def handle_errors(command: Callable) -> Callable:
         except PvfError as error:
             if os.environ.get("PVF_RAISE_ERRORS"):
                 raise
-            click.echo(f"Error: {error}", err=True)
+            click.echo("Error: " + " ".join(str(error).splitlines()), err=True)  # always one line
             sys.exit(EXIT_UNUSABLE)
     return wrapper
 
@@ -98,13 +98,14 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path())
 @column_options
 @common_options
 @handle_errors
 def inspect(data: str, model: str, seed: int, as_json: bool, **columns: Any) -> None:
     """Read DATA.csv: columns, detected task, label counts and a health check."""
-    from .data import SplitSettings, health_check, labeled_frame, make_splits, read_csv, suggest_mapping
+    from .data import (SplitSettings, health_check, labeled_frame, make_splits, mapping_notes, read_csv,
+                       suggest_mapping, worst_first)
 
     started = time.perf_counter()
     table = read_csv(data)
@@ -112,7 +113,8 @@ def inspect(data: str, model: str, seed: int, as_json: bool, **columns: Any) -> 
     frame = labeled_frame(table, mapping)
     splits = make_splits(frame, mapping.task, SplitSettings(seed=seed))
     count_tokens, context = _tokenizer_for(model)
-    warnings = table.notes + health_check(splits, count_tokens=count_tokens, context_length=context)
+    warnings = worst_first(table.notes + mapping_notes(table, mapping)
+                           + health_check(splits, count_tokens=count_tokens, context_length=context))
     result: dict[str, Any] = {
         "file": data, "rows": len(frame), "columns": table.columns, "task": mapping.task,
         "text_column": mapping.text_column, "label_column": mapping.label_column,

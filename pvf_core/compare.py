@@ -562,3 +562,132 @@ def _bootstrap_half_width(result: Any, samples: int = 200, seed: int = 0) -> flo
               for idx in (rng.integers(0, len(refs), len(refs)) for _ in range(samples))]
     low, high = np.percentile(values, [2.5, 97.5])
     return float(high - low) / 2
+
+
+# -- running the standard comparison ------------------------------------------------------------------------
+
+Progress = Callable[[int, int, str], None]
+
+
+class _Stages:
+    """Turns each step's own progress into one overall percentage (steps weighted by expected work)."""
+
+    def __init__(self, weights: dict[str, float], on_progress: Progress | None) -> None:
+        self.weights, self.on_progress = weights, on_progress
+        self.total = sum(weights.values())
+        self.done_before = 0.0
+
+    def step(self, name: str) -> Progress:
+        start, weight = self.done_before, self.weights[name]
+        self.done_before += weight
+
+        def report(done: int, total: int, message: str) -> None:
+            if self.on_progress:
+                overall = start + weight * done / max(total, 1)
+                self.on_progress(int(overall * 1000 / self.total), 1000, f"{name}: {message}")
+        return report
+
+
+def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] = (0, 4), max_train: int | None = None,
+                   limit: int | None = None, seed: int = 0, lora: Any = None, learning_curve: bool = False,
+                   output_dir: str | Path | None = None, cost_model: CostModel | None = None,
+                   priorities: Priorities | None = None, dataset: str = "", instruction: str = "",
+                   on_progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> Comparison:
+    """The standard comparison: k-shot prompts and a LoRA fine-tune, all on the same test rows.
+
+    ``max_train`` and ``limit`` take the first rows of the train and test splits, as given.
+    """
+    import time
+
+    from .evaluate import Arm, evaluate
+    from .finetune import LoraSettings, train_lora
+    from .models import load_model
+    from .prompting import PromptSpec
+    from .store import workspace_dir
+
+    started = time.perf_counter()
+    test = splits.test.head(limit) if limit else splits.test
+    train = splits.train.head(max_train) if max_train else splits.train
+    lora = lora or LoraSettings(seed=seed)
+    output_dir = Path(output_dir) if output_dir else workspace_dir("runs", f"compare-{int(time.time())}")
+    base_spec = PromptSpec(task=splits.task, instruction=instruction, labels=list(splits.labels), seed=seed)
+    n_eval = len(test) * (len(shots) + 1)
+    weights = {"prompting": float(n_eval - len(test)), "fine-tuning": float(len(train) * lora.epochs * 1.5),
+               "scoring the fine-tuned model": float(len(test))}
+    if learning_curve:
+        weights["learning curve"] = float(sum(learning_curve_sizes(len(train))[:-1]) * lora.epochs * 2)
+    stages = _Stages(weights, on_progress)
+    loaded = load_model(model)
+    prompting = stages.step("prompting")
+    results, infos = [], []
+    for i, k in enumerate(shots):
+        spec = base_spec.with_(shots=int(k))
+        arm = Arm(name=spec.name(), prompt=spec, model=model)
+        results.append(evaluate(arm, test, task=splits.task, labels=splits.labels or None, train=train, loaded=loaded,
+                                should_stop=should_stop,
+                                on_progress=lambda d, t, m, i=i: prompting(i * t + d, len(shots) * t, m)))
+        infos.append(ArmInfo(arm.name, "prompt"))
+    tuned_splits = type(splits)(train=train, validation=splits.validation, test=test, task=splits.task)
+    trained = train_lora(lora, tuned_splits, model_name=model, output_dir=output_dir / "adapter",
+                         on_progress=_train_progress(stages.step("fine-tuning")), should_stop=should_stop)
+    name = f"LoRA r={lora.rank}"
+    tuned_arm = Arm(name=name, prompt=base_spec, model=model, adapter=str(trained.adapter_dir))
+    results.append(evaluate(tuned_arm, test, task=splits.task, labels=splits.labels or None,
+                            on_progress=stages.step("scoring the fine-tuned model"), should_stop=should_stop))
+    infos.append(ArmInfo(name, "finetune", train_seconds=trained.train_seconds, train_rows=len(train),
+                         train_peak_rss_mb=trained.peak_rss_mb, adapter_mb=trained.adapter_mb,
+                         adapter_dir=str(trained.adapter_dir)))
+    curve: list[dict] = []
+    if learning_curve:
+        curve = _learning_curve(tuned_splits, base_spec, max(shots), lora, model, loaded, results, infos,
+                                stages.step("learning curve"), should_stop, output_dir)
+    comparison = build_comparison(results, infos, task=splits.task, labels=splits.labels, dataset=dataset,
+                                  cost_model=cost_model, priorities=priorities, curve=curve,
+                                  seconds=time.perf_counter() - started)
+    comparison.save(output_dir)
+    return comparison
+
+
+def _train_progress(report: Progress) -> Callable[..., None]:
+    """Adapt the trainer's progress records to (done, total, message)."""
+    def on_progress(record: dict) -> None:
+        if record.get("event", "progress") == "progress" and record.get("total_steps"):
+            loss = record.get("train_loss")
+            report(int(record["step"]), int(record["total_steps"]),
+                   f"step {record['step']}/{record['total_steps']}" + (f", loss {loss:.3f}" if loss else ""))
+    return on_progress
+
+
+def _learning_curve(splits: Any, spec: Any, shots: int, lora: Any, model: str, loaded: Any, results: list,
+                    infos: list, report: Progress, should_stop: Callable[[], bool] | None,
+                    output_dir: Path) -> list[dict]:
+    """Prompting (k-shot, examples drawn from the subset, 3 seeds) and fine-tuning on nested subsets."""
+    from .evaluate import Arm, evaluate
+    from .finetune import train_lora
+
+    metric = primary_metric(splits.task)
+    scale = 1 if metric == "accuracy" else 100
+    sizes = learning_curve_sizes(len(splits.train))
+    subsets = nested_subsets(splits.train, sizes, task=splits.task, seed=lora.seed)
+    curve = []
+    full = len(splits.train)
+    best_prompt = max((r for r, i in zip(results, infos) if i.kind == "prompt"), key=lambda r: r.metrics[metric])
+    tuned = next(r for r, i in zip(results, infos) if i.kind == "finetune")
+    curve += [{"rows": full, "method": "prompting", "seed": lora.seed, "score": best_prompt.metrics[metric] / scale},
+              {"rows": full, "method": "fine-tuning", "seed": lora.seed, "score": tuned.metrics[metric] / scale}]
+    done, total = 0, sum(sizes[:-1])
+    for n in sizes[:-1]:
+        subset = type(splits)(train=subsets[n], validation=splits.validation, test=splits.test, task=splits.task)
+        for seed in (0, 1, 2) if shots else (0,):
+            arm = Arm(f"{shots}-shot from {n} rows", spec.with_(shots=min(shots, n), seed=seed), model=model)
+            r = evaluate(arm, splits.test, task=splits.task, labels=splits.labels or None, train=subsets[n],
+                         loaded=loaded, should_stop=should_stop)
+            curve.append({"rows": n, "method": "prompting", "seed": seed, "score": r.metrics[metric] / scale})
+        trained = train_lora(lora, subset, model_name=model, output_dir=output_dir / f"curve-{n}",
+                             should_stop=should_stop)
+        arm = Arm(f"LoRA on {n} rows", spec, model=model, adapter=str(trained.adapter_dir))
+        r = evaluate(arm, splits.test, task=splits.task, labels=splits.labels or None, should_stop=should_stop)
+        curve.append({"rows": n, "method": "fine-tuning", "seed": lora.seed, "score": r.metrics[metric] / scale})
+        done += n
+        report(done, total, f"{n} rows done")
+    return curve

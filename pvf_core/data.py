@@ -3,6 +3,7 @@
     read_csv(path_or_bytes)           -> Table        (encoding, delimiter, ragged rows, limits)
     suggest_mapping(table)            -> ColumnMapping (which column is the text, which the answer; task)
     labeled_frame(table, mapping)     -> DataFrame with columns ``text`` and ``label``
+    mapping_notes(table, mapping)     -> [HealthWarning] about rows the mapping leaves out
     make_splits(frame, task, ...)     -> Splits        (stratified for classification, seeded)
     health_check(splits, task, ...)   -> [HealthWarning]
 
@@ -17,7 +18,6 @@ import csv
 import hashlib
 import io
 import re
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -72,6 +72,8 @@ class Table:
     content_hash: str
     dropped_empty_rows: int = 0
     skipped_bad_rows: int = 0
+    removed_control_chars: int = 0
+    repeated_header_rows: int = 0
     notes: list[HealthWarning] = field(default_factory=list)
 
     @property
@@ -137,6 +139,8 @@ def read_csv(source: str | Path | bytes, *, name: str | None = None, limits: Lim
     if isinstance(source, (str, Path)):
         path = Path(source)
         name = name or path.name
+        if path.is_dir():
+            raise DataError(f"{path} is a folder, not a CSV file.")
         if not path.is_file():
             raise DataError(f"There is no file at {path}.")
         if path.stat().st_size > limits.max_bytes:
@@ -146,56 +150,123 @@ def read_csv(source: str | Path | bytes, *, name: str | None = None, limits: Lim
         raw, name = bytes(source), name or "upload.csv"
     if len(raw) > limits.max_bytes:
         raise DataError(_too_big(len(raw), limits), "Upload a smaller sample of the data.")
+    empty = DataError(f"'{name}' is empty.", "Choose a CSV file with a header row and some data rows.")
     if not raw.strip():
-        raise DataError(f"'{name}' is empty.", "Choose a CSV file with a header row and some data rows.")
+        raise empty
     text, encoding = decode(raw, name)
-    delimiter = sniff_delimiter(text)
+    text, removed = _CONTROL.subn("", text)  # stray control characters: invisible, and they confuse tokenizers
+    if not text.strip():
+        raise empty
+    text, delimiter = _excel_separator_line(text)
+    delimiter = delimiter or sniff_delimiter(text)
     rows, skipped = _parse_rows(text, delimiter, name, limits)
-    frame, dropped = _to_frame(rows, name, limits)
+    frame, dropped, repeated = _to_frame(rows, name, limits)
     table = Table(frame=frame, name=name, encoding=encoding, delimiter=delimiter,
                   content_hash=hashlib.sha256(raw).hexdigest()[:16], dropped_empty_rows=dropped,
-                  skipped_bad_rows=skipped)
+                  skipped_bad_rows=skipped, removed_control_chars=removed, repeated_header_rows=repeated)
     table.notes = _reading_notes(table)
     return table
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _excel_separator_line(text: str) -> tuple[str, str | None]:
+    """Excel may write ``sep=;`` as the first line to name the delimiter: use it and drop the line."""
+    match = re.match(r"[ \t]*sep=(.)[ \t]*(\r\n|\r|\n)", text, flags=re.IGNORECASE)
+    if match:
+        return text[match.end():], match.group(1)
+    return text, None
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``1 row``, ``2 rows``: a count with its noun."""
+    return f"{count:,} {word if count == 1 else (words or word + 's')}"
+
+
+def _size(n_bytes: int) -> str:
+    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n_bytes >= factor:
+            return f"{n_bytes / factor:.1f} {unit}"
+    return plural(n_bytes, "byte")
+
+
 def _too_big(size: int, limits: Limits) -> str:
-    return f"The file is {size / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.0f} MB."
+    return f"The file is {_size(size)}; the limit is {_size(limits.max_bytes)}."
 
 
 def decode(raw: bytes, name: str = "the file") -> tuple[str, str]:
-    """Decode bytes as UTF-8 (with or without BOM), UTF-16 or cp1252/latin-1; refuse binary data."""
+    """Decode bytes as UTF-8 (with or without BOM), UTF-16 or cp1252/latin-1; refuse binary data.
+
+    A file that is mostly UTF-8 with a few cp1252 bytes (a header typed in Excel, a file cut in the middle
+    of a character) is read as UTF-8 with those bytes taken as cp1252, reported as ``utf-8+cp1252``.
+    """
     if raw.startswith(codecs.BOM_UTF8):
-        return raw[len(codecs.BOM_UTF8):].decode("utf-8", errors="replace"), "utf-8-sig"
+        return raw[len(codecs.BOM_UTF8):].decode("utf-8", errors=_CP1252_FALLBACK), "utf-8-sig"
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return raw.decode("utf-16"), "utf-16"
+        return raw.decode("utf-16", errors="replace"), "utf-16"
     head = raw[:4096]
-    if head.count(b"\x00") > len(head) // 4:
+    kind = _binary_kind(head)
+    if kind is None and head.count(b"\x00") > len(head) // 4:
         # UTF-16 without a BOM has a zero byte in every other position for ASCII text.
         for codec, zeros in (("utf-16-le", head[1::2]), ("utf-16-be", head[0::2])):
             if zeros.count(0) > 0.9 * len(zeros):
-                try:
-                    return raw.decode(codec), codec
-                except UnicodeDecodeError:
-                    pass
-    if _looks_binary(head):
-        raise DataError(f"'{name}' does not look like a CSV file: it contains binary data.",
+                return raw.decode(codec, errors="replace"), codec
+    if kind is None and _looks_binary(head):
+        kind = "binary data"
+    if kind:
+        raise DataError(f"'{name}' does not look like a CSV file: it contains {kind}.",
                         "Export the data as CSV (comma- or semicolon-separated text) and upload that.")
     try:
         return raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
+    if _UTF8_MULTIBYTE.search(raw):  # real UTF-8 characters next to a few stray bytes
+        return raw.decode("utf-8", errors=_CP1252_FALLBACK), "utf-8+cp1252"
     try:
         return raw.decode("cp1252"), "cp1252"
     except UnicodeDecodeError:
         return raw.decode("latin-1"), "latin-1"
 
 
+# Byte patterns of a UTF-8 encoded character of two to four bytes.
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+_CP1252_FALLBACK = "pvf-cp1252-fallback"
+
+
+def _cp1252_fallback(error: UnicodeDecodeError) -> tuple[str, int]:
+    bad = error.object[error.start:error.end]
+    return bad.decode("cp1252", errors="replace"), error.end
+
+
+codecs.register_error(_CP1252_FALLBACK, _cp1252_fallback)
+
+# File signatures of formats people upload by mistake instead of a CSV.
+_SIGNATURES = {
+    b"PK\x03\x04": "a ZIP archive (an Excel .xlsx workbook is one)",
+    b"\xd0\xcf\x11\xe0": "an old Excel (.xls) or Office file",
+    b"%PDF": "a PDF document",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"\x1f\x8b": "gzip-compressed data",
+    b"SQLite format 3": "an SQLite database",
+    b"PAR1": "a Parquet file",
+    b"\x7fELF": "a program",
+}
+
+
+def _binary_kind(head: bytes) -> str | None:
+    for signature, kind in _SIGNATURES.items():
+        if head.startswith(signature):
+            return kind
+    return None
+
+
 def _looks_binary(head: bytes) -> bool:
-    if b"\x00" in head:
-        return True
+    """Many zero bytes or control characters: not text (a stray one in a text file is removed later)."""
     control = sum(1 for b in head if b < 32 and b not in (9, 10, 13))
-    return control > 0.1 * max(len(head), 1)
+    return head.count(b"\x00") > 0.01 * len(head) or control > 0.1 * max(len(head), 1)
 
 
 def sniff_delimiter(text: str) -> str:
@@ -220,14 +291,28 @@ def sniff_delimiter(text: str) -> str:
 
 def _parse_rows(text: str, delimiter: str, name: str, limits: Limits) -> tuple[list[list[str]], int]:
     csv.field_size_limit(max(limits.max_bytes, 131072))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows, last_start = [], 1
     try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+        while True:
+            start = reader.line_num + 1
+            row = next(reader, None)
+            if row is None:
+                break
+            if row:  # csv gives [] for blank lines
+                rows.append(row)
+                last_start = start
     except csv.Error as error:
-        raise DataError(f"'{name}' could not be read as CSV ({error}).",
+        raise DataError(f"'{name}' could not be read as CSV (line {reader.line_num}: {error}).",
                         "Check that quotes are balanced, or save the file again from a spreadsheet program.")
-    rows = [r for r in rows if r]  # csv gives [] for blank lines
     if not rows:
         raise DataError(f"'{name}' has no rows.")
+    if text.count('"') % 2 and any("\n" in cell or "\r" in cell for cell in rows[-1]):
+        # An odd number of quotes and a last row spanning lines: a quote opened and never closed swallowed
+        # every line after it.
+        raise DataError(f"'{name}' has a quote (\") on line {last_start} that is never closed, so every line "
+                        "after it would be read as one cell.",
+                        "Remove the stray quote or close it, or save the file again from a spreadsheet program.")
     width = len(rows[0])
     kept = [rows[0]]
     skipped = 0
@@ -236,31 +321,48 @@ def _parse_rows(text: str, delimiter: str, name: str, limits: Limits) -> tuple[l
             skipped += 1  # more cells than header names: we cannot know which column they belong to
             continue
         kept.append((row + [""] * width)[:width])
+    if skipped and len(kept) == 1:
+        raise DataError(f"Every data row of '{name}' has more cells than its header has names ({width}).",
+                        f"If a text contains the separator ({DELIMITER_NAMES[delimiter]}), put the text in double "
+                        "quotes, or save the file again from a spreadsheet program.")
     return kept, skipped
 
 
-def _to_frame(rows: list[list[str]], name: str, limits: Limits) -> tuple[pd.DataFrame, int]:
+def _to_frame(rows: list[list[str]], name: str, limits: Limits) -> tuple[pd.DataFrame, int, int]:
+    """The rows as a frame of stripped strings; also how many empty rows and repeated headers were dropped."""
+    rows = _drop_unnamed_empty_columns(rows)
     header = _clean_header(rows[0])
     if len(header) < 2:
         raise DataError(f"'{name}' has only one column ('{header[0]}').",
-                        "PvF Studio needs two columns: the text the model reads and the answer it should give.")
+                        "PvF Studio needs two columns: the text the model reads and the answer it should give. "
+                        "If there are two, separate them with a comma, semicolon, tab or pipe.")
     body = rows[1:]
     if not body:
-        raise DataError(f"'{name}' has a header but no data rows.")
+        raise DataError(f"'{name}' has a header but no data rows.", "Add the rows under the header.")
     if len(body) > limits.max_rows:
         raise DataError(f"'{name}' has {len(body):,} rows; the limit is {limits.max_rows:,}.",
                         "Upload a random sample of the rows.")
     frame = pd.DataFrame(body, columns=header, dtype=str)
     frame = frame.apply(lambda col: col.str.strip())
     empty = (frame == "").all(axis=1)
-    frame = frame[~empty].reset_index(drop=True)
+    repeated = frame.eq(pd.Series(header, index=frame.columns)).all(axis=1)  # files pasted one after another
+    frame = frame[~empty & ~repeated].reset_index(drop=True)
     if frame.empty:
-        raise DataError(f"'{name}' has a header but every data row is empty.")
+        raise DataError(f"'{name}' has a header but every data row is empty.", "Fill in the rows under the header.")
     longest = int(frame.apply(lambda col: col.str.len().max()).max())
     if longest > limits.max_cell_chars:
         raise DataError(f"'{name}' has a cell of {longest:,} characters; the limit is "
                         f"{limits.max_cell_chars:,}.", "Shorten or remove very long cells.")
-    return frame, int(empty.sum())
+    return frame, int(empty.sum()), int(repeated.sum())
+
+
+def _drop_unnamed_empty_columns(rows: list[list[str]]) -> list[list[str]]:
+    """Columns without a header name and without a value (from trailing separators) are noise: drop them."""
+    keep = [i for i, name in enumerate(rows[0])
+            if name.strip() or any(row[i].strip() for row in rows[1:])]
+    if len(keep) == len(rows[0]) or not keep:
+        return rows
+    return [[row[i] for i in keep] for row in rows]
 
 
 def _clean_header(header: list[str]) -> list[str]:
@@ -277,13 +379,35 @@ def _clean_header(header: list[str]) -> list[str]:
 def _reading_notes(table: Table) -> list[HealthWarning]:
     notes = []
     if table.dropped_empty_rows:
-        notes.append(HealthWarning("empty_rows", f"{table.dropped_empty_rows} empty rows were dropped.", "info",
+        notes.append(HealthWarning("empty_rows", f"{plural(table.dropped_empty_rows, 'empty row')} "
+                                   f"{'was' if table.dropped_empty_rows == 1 else 'were'} dropped.", "info",
                                    {"rows": table.dropped_empty_rows}))
     if table.skipped_bad_rows:
         notes.append(HealthWarning(
-            "ragged_rows", f"{table.skipped_bad_rows} rows had more cells than the header and were skipped.",
+            "ragged_rows", f"{plural(table.skipped_bad_rows, 'row')} had more cells than the header and "
+            f"{'was' if table.skipped_bad_rows == 1 else 'were'} skipped.",
             "warning", {"rows": table.skipped_bad_rows}))
-    if table.encoding not in ("utf-8", "utf-8-sig"):
+    if table.repeated_header_rows:
+        notes.append(HealthWarning(
+            "repeated_header", f"{plural(table.repeated_header_rows, 'row')} repeated the header and "
+            f"{'was' if table.repeated_header_rows == 1 else 'were'} dropped.", "info",
+            {"rows": table.repeated_header_rows}))
+    suspects = [c for c in table.columns if table.frame[c].nunique() <= MAX_CLASSES and (table.frame[c] == c).any()]
+    if suspects:
+        notes.append(HealthWarning(
+            "no_header", f"The first row looks like data, not column names: '{suspects[0]}' is also a value in "
+            "its column. Add a header row (for example text,label) so that row is not lost.", "warning",
+            {"columns": suspects}))
+    if table.removed_control_chars:
+        notes.append(HealthWarning(
+            "control_characters", f"{plural(table.removed_control_chars, 'invisible control character')} "
+            f"{'was' if table.removed_control_chars == 1 else 'were'} removed.", "info",
+            {"characters": table.removed_control_chars}))
+    if table.encoding == "utf-8+cp1252":
+        notes.append(HealthWarning("encoding", "The file is UTF-8 except for a few bytes, which were read as "
+                                   "Windows-1252 (cp1252): check accents and quotes in the preview.", "warning",
+                                   {"encoding": table.encoding}))
+    elif table.encoding not in ("utf-8", "utf-8-sig"):
         notes.append(HealthWarning("encoding", f"The file was read as {table.encoding}, not UTF-8.", "info",
                                    {"encoding": table.encoding}))
     return notes
@@ -313,13 +437,16 @@ def _column_stats(column: pd.Series) -> dict:
 
 
 def _pick(stats: dict[str, dict], hints: tuple[str, ...], exclude: set, prefer: Callable) -> str:
-    candidates = [c for c in stats if c not in exclude and stats[c]["filled"] > 0] or \
-        [c for c in stats if c not in exclude]
-    lowered = {c.lower().strip(): c for c in candidates}
-    for hint in hints:
-        if hint in lowered:
-            return lowered[hint]
-    return max(candidates, key=lambda c: prefer(stats[c]))
+    filled = [c for c in stats if c not in exclude and stats[c]["filled"] > 0]
+    everything = [c for c in stats if c not in exclude]
+    # A column named like the role wins, a filled one first; an empty 'label' column still beats guessing
+    # another column (the user then hears that the labels are missing instead of seeing the columns swapped).
+    for candidates in (filled, everything):
+        lowered = {c.lower().strip(): c for c in candidates}
+        for hint in hints:
+            if hint in lowered:
+                return lowered[hint]
+    return max(filled or everything, key=lambda c: prefer(stats[c]))
 
 
 def _looks_like_labels(stat: dict, n_rows: int) -> bool:
@@ -340,28 +467,54 @@ def labeled_frame(table: Table, mapping: ColumnMapping) -> pd.DataFrame:
     return frame
 
 
+def mapping_notes(table: Table, mapping: ColumnMapping) -> list[HealthWarning]:
+    """What ``labeled_frame`` leaves out with this mapping: rows without a text or without an answer."""
+    no_text = table.frame[mapping.text_column] == ""
+    no_answer = table.frame[mapping.label_column] == ""
+    missing = int((no_text | no_answer).sum())
+    if not missing:
+        return []
+    return [HealthWarning(
+        "missing_values", f"{plural(missing, 'row has', 'rows have')} no text or no answer and "
+        f"{'is' if missing == 1 else 'are'} left out.", "warning",
+        {"rows": missing, "no_text": int(no_text.sum()), "no_answer": int(no_answer.sum())})]
+
+
 # -- splits ---------------------------------------------------------------------------------------------
 
 def make_splits(frame: pd.DataFrame, task: Task, settings: SplitSettings = SplitSettings(),
                 test_frame: pd.DataFrame | None = None) -> Splits:
     """Cut ``frame`` into train / validation / test, stratified by label for classification.
 
-    With ``test_frame`` (a test file the user gave) only the validation part is carved from ``frame``.
+    Rows whose texts match (after ``normalise_text``) stay on the same side of every cut, so the split
+    itself never leaks a test text into training. With ``test_frame`` (a test file the user gave) only the
+    validation part is carved from ``frame``.
     """
     from sklearn.model_selection import train_test_split
 
     def cut(part: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-        n_out = int(round(len(part) * fraction))
-        if n_out < 1 or len(part) - n_out < 1:
+        part = part.reset_index(drop=True)
+        keys = part["text"].map(normalise_text)
+        groups = part[~keys.duplicated()]  # one row per distinct text, carrying its first label
+        n_out = int(round(len(groups) * fraction))
+        if n_out < 1 or len(groups) - n_out < 1:
             return part.reset_index(drop=True), part.iloc[0:0]
         stratify = None
         if task == "classification":
-            counts = part["label"].value_counts()
+            counts = groups["label"].value_counts()
             n_classes = len(counts)
-            if counts.min() >= 2 and n_classes <= n_out <= len(part) - n_classes:
-                stratify = part["label"]
-        keep, out = train_test_split(part, test_size=n_out, random_state=settings.seed, stratify=stratify)
-        return keep.reset_index(drop=True), out.reset_index(drop=True)
+            if counts.min() >= 2 and n_classes <= n_out <= len(groups) - n_classes:
+                stratify = groups["label"]
+        keep, out = train_test_split(groups, test_size=n_out, random_state=settings.seed, stratify=stratify)
+
+        def gather(chosen: pd.DataFrame) -> pd.DataFrame:
+            """Every row of the chosen groups, in the shuffled order of the groups."""
+            rank = {key: i for i, key in enumerate(keys[chosen.index])}
+            rows = part[keys.isin(list(rank))]
+            order = keys[rows.index].map(rank).to_numpy()
+            return rows.iloc[order.argsort(kind="stable")].reset_index(drop=True)
+
+        return gather(keep), gather(out)
 
     if test_frame is None:
         rest, test = cut(frame, settings.test_fraction)
@@ -371,8 +524,11 @@ def make_splits(frame: pd.DataFrame, task: Task, settings: SplitSettings = Split
                                                                       else settings.test_fraction))
     train, validation = cut(rest, validation_share)
     if len(test) == 0:
-        raise DataError(f"There are only {len(frame)} rows: too few to hold any out for testing.",
-                        "Add more rows, or upload a separate test file.")
+        distinct = frame["text"].map(normalise_text).nunique()
+        counted = plural(len(frame), "row") + ("" if distinct == len(frame) else
+                                               f" with {plural(distinct, 'different text')}")
+        raise DataError(f"There {'is' if len(frame) == 1 else 'are'} only {counted}: too few to hold any out "
+                        "for testing.", "Add more rows, or upload a separate test file.")
     return Splits(train=train, validation=validation, test=test, task=task)
 
 
@@ -390,8 +546,13 @@ def health_check(splits: Splits, *, count_tokens: Callable[[list[str]], list[int
     found += _text_findings(everything)
     if count_tokens and context_length:
         found += _length_findings(everything, count_tokens, context_length)
+    return worst_first(found)
+
+
+def worst_first(findings: list[HealthWarning]) -> list[HealthWarning]:
+    """Errors, then warnings, then notes; the order within a level is kept."""
     order = {"error": 0, "warning": 1, "info": 2}
-    return sorted(found, key=lambda w: order[w.level])
+    return sorted(findings, key=lambda w: order[w.level])
 
 
 MIN_ROWS = 50
@@ -401,12 +562,12 @@ MIN_PER_CLASS = 8
 def _size_findings(frame: pd.DataFrame, splits: Splits) -> list[HealthWarning]:
     n = len(frame)
     if n < MIN_ROWS:
-        return [HealthWarning("too_few_rows", f"Only {n} rows. Scores on so few test rows are very noisy, and "
-                              f"fine-tuning needs more examples; aim for a few hundred.", "warning",
+        return [HealthWarning("too_few_rows", f"Only {plural(n, 'row')}. Scores on so few test rows are very "
+                              "noisy, and fine-tuning needs more examples; aim for a few hundred.", "warning",
                               {"rows": n, "recommended": MIN_ROWS})]
     if len(splits.test) < 30:
-        return [HealthWarning("small_test_set", f"The test split has only {len(splits.test)} rows, so scores "
-                              f"will move by many points from row to row.", "warning",
+        return [HealthWarning("small_test_set", f"The test split has only {plural(len(splits.test), 'row')}, so "
+                              "scores will move by many points from row to row.", "warning",
                               {"test_rows": len(splits.test)})]
     return []
 
@@ -420,13 +581,13 @@ def _label_findings(frame: pd.DataFrame, splits: Splits) -> list[HealthWarning]:
     found = []
     if n_classes > max(2, len(frame) // MIN_PER_CLASS):
         found.append(HealthWarning(
-            "too_many_classes", f"{n_classes} different answers for {len(frame)} rows: most answers have too few "
-            "examples. Merge rare answers, or treat this as a text-to-text task.", "warning",
+            "too_many_classes", f"{n_classes} different answers for {plural(len(frame), 'row')}: most answers have "
+            "too few examples. Merge rare answers, or treat this as a text-to-text task.", "warning",
             {"classes": n_classes, "rows": len(frame)}))
     rare = counts[counts < MIN_PER_CLASS]
     if len(rare) and n_classes <= MAX_CLASSES:
         found.append(HealthWarning(
-            "too_few_per_class", f"{len(rare)} answer(s) have fewer than {MIN_PER_CLASS} rows "
+            "too_few_per_class", f"{plural(len(rare), 'answer has', 'answers have')} fewer than {MIN_PER_CLASS} rows "
             f"({', '.join(f'{k}: {v}' for k, v in rare.head(5).items())}). The model can hardly learn them and the "
             "test split may not contain them.", "warning", {"classes": {str(k): int(v) for k, v in rare.items()}}))
     ratio = counts.iloc[0] / max(counts.iloc[-1], 1)
@@ -440,34 +601,40 @@ def _label_findings(frame: pd.DataFrame, splits: Splits) -> list[HealthWarning]:
     conflicting = int((conflicts > 1).sum())
     if conflicting:
         found.append(HealthWarning(
-            "conflicting_labels", f"{conflicting} texts appear with different answers. No model can get all of "
-            "them right; check these rows.", "warning", {"texts": conflicting}))
+            "conflicting_labels", f"{plural(conflicting, 'text appears', 'texts appear')} with different answers. "
+            "No model can get all of them right; check these rows.", "warning", {"texts": conflicting}))
     return found
 
 
 def normalise_text(text: str) -> str:
-    """Lower-case letters and digits only: two texts that differ only in case, spacing or punctuation match."""
-    return re.sub(r"[^0-9a-z]+", " ", text.lower()).strip()
+    """Lower-case letters and digits only: two texts that differ only in case, spacing or punctuation match.
+
+    Letters of every script count (Cyrillic, CJK, accents); a text with no letter or digit at all (emoji,
+    punctuation) is kept as it is, so such texts are not all "the same".
+    """
+    normalised = re.sub(r"[\W_]+", " ", text.casefold()).strip()
+    return normalised or text.strip()
 
 
 def _duplicate_findings(frame: pd.DataFrame, splits: Splits) -> list[HealthWarning]:
     found = []
     exact = int(frame.duplicated(["text"]).sum())
     if exact:
-        found.append(HealthWarning("duplicates", f"{exact} rows repeat a text that appears earlier.", "info",
-                                   {"rows": exact}))
+        found.append(HealthWarning("duplicates", f"{plural(exact, 'row repeats', 'rows repeat')} a text that "
+                                   "appears earlier.", "info", {"rows": exact}))
     normalised = frame["text"].map(normalise_text)
     near = int(normalised.duplicated().sum()) - exact
     if near > 0:
         found.append(HealthWarning(
-            "near_duplicates", f"{near} more rows differ from another row only in case, spacing or punctuation.",
-            "info", {"rows": near}))
+            "near_duplicates", f"{plural(near, 'more row differs', 'more rows differ')} from another row only in "
+            "case, spacing or punctuation.", "info", {"rows": near}))
     train_texts = set(splits.train["text"].map(normalise_text)) | set(splits.validation["text"].map(normalise_text))
     leaked = int(splits.test["text"].map(normalise_text).isin(train_texts).sum())
     if leaked:
         found.append(HealthWarning(
-            "leakage", f"{leaked} test rows also appear in the training data. Scores on them flatter the model, "
-            "fine-tuning most of all.", "warning", {"rows": leaked, "test_rows": len(splits.test)}))
+            "leakage", f"{plural(leaked, 'test row also appears', 'test rows also appear')} in the training data. "
+            "Scores on them flatter the model, fine-tuning most of all.", "warning",
+            {"rows": leaked, "test_rows": len(splits.test)}))
     return found
 
 
@@ -475,12 +642,13 @@ def _text_findings(frame: pd.DataFrame) -> list[HealthWarning]:
     found = []
     numeric = int(frame["text"].str.fullmatch(r"[\d\s.,:;+\-/%$€£]+").sum())
     if numeric:
-        found.append(HealthWarning("numeric_texts", f"{numeric} texts contain only numbers or symbols: a language "
-                                   "model has little to read there.", "warning", {"rows": numeric}))
+        found.append(HealthWarning("numeric_texts", f"{plural(numeric, 'text contains', 'texts contain')} only "
+                                   "numbers or symbols: a language model has little to read there.", "warning",
+                                   {"rows": numeric}))
     very_short = int((frame["text"].str.len() < 3).sum())
     if very_short:
-        found.append(HealthWarning("empty_texts", f"{very_short} texts are shorter than 3 characters.", "warning",
-                                   {"rows": very_short}))
+        found.append(HealthWarning("empty_texts", f"{plural(very_short, 'text is', 'texts are')} shorter than 3 "
+                                   "characters.", "warning", {"rows": very_short}))
     return found
 
 
@@ -492,8 +660,9 @@ def _length_findings(frame: pd.DataFrame, count_tokens: Callable[[list[str]], li
     numbers = {"rows": too_long, "max_tokens": int(lengths.max()), "median_tokens": int(lengths.median()),
                "context_length": context_length}
     if too_long:
-        return [HealthWarning("too_long", f"{too_long} texts are longer than {budget} tokens (half the model's "
-                              f"context of {context_length}); they will be cut, and few-shot examples will not fit.",
+        return [HealthWarning("too_long", f"{plural(too_long, 'text is', 'texts are')} longer than {budget} tokens "
+                              f"(half the model's context of {context_length}); they will be cut, and few-shot "
+                              "examples will not fit.",
                               "warning", numbers)]
     return [HealthWarning("lengths", f"Texts are {numbers['median_tokens']} tokens long in the median, "
                           f"{numbers['max_tokens']} at most: they fit the model's context.", "info", numbers)]

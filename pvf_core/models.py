@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import threading
@@ -33,6 +34,7 @@ BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_LABEL = "SmolLM2-135M-Instruct (bundled, runs offline)"
 CONVERTED_NAME = "smollm2-135m-instruct"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+DTYPES = ("float32", "bfloat16", "float16")  # what PVF_DTYPE may force
 
 _cache: dict[tuple[str, str], "LoadedModel"] = {}
 _lock = threading.Lock()
@@ -80,8 +82,11 @@ def best_dtype() -> Any:
     """
     import torch
 
-    forced = os.environ.get("PVF_DTYPE")
+    forced = os.environ.get("PVF_DTYPE", "").strip()
     if forced:
+        if forced not in DTYPES:
+            raise ModelLoadError(f"PVF_DTYPE is '{forced}'; it must be one of {', '.join(DTYPES)}.",
+                                 "Unset it to let PvF Studio choose.")
         return getattr(torch, forced)
     if torch.cuda.is_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -137,7 +142,8 @@ def convert_bundled(target: Path | None = None) -> Path:
     hf_logging.disable_progress_bar()  # conversion progress bars would spam the CLI's stderr and logs
     os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF de-quantizer uses plain tqdm
     gguf = bundled_gguf_path()
-    partial = target.with_name(target.name + ".partial")
+    # A private scratch folder per process: the app and a CLI job may convert at the same time.
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -153,6 +159,9 @@ def convert_bundled(target: Path | None = None) -> Path:
     model.config.use_cache = True
     model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        shutil.rmtree(partial, ignore_errors=True)  # another process finished first: use its folder
+        return target
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
@@ -176,14 +185,16 @@ def resolve(name: str = BUNDLED) -> Path | str:
 
 def check_safetensors_folder(path: Path) -> None:
     """Refuse folders whose weights are pickle files: loading a pickle can run arbitrary code."""
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(f"{path} has no config.json, so it is not a transformers model folder.")
-    if not any(path.glob("*.safetensors")):
-        pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+    has_safetensors = any(path.glob("*.safetensors"))
+    if not has_safetensors:
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
             raise ModelLoadError(f"{path} holds its weights as pickle files ({', '.join(pickles)}), which PvF "
                                  "Studio does not load because they can run code.",
                                  "Convert the model to safetensors first.")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} has no config.json, so it is not a transformers model folder.")
+    if not has_safetensors:
         raise ModelLoadError(f"{path} has no *.safetensors weights.")
 
 
@@ -242,16 +253,46 @@ def load_tokenizer(name: str = BUNDLED) -> Any:
 
 
 def context_length_of(name: str = BUNDLED) -> int:
-    """The model's context length from its config, without loading the weights."""
+    """The model's context length from its config, without loading the weights (or torch)."""
+    where = resolve(name)
+    config = Path(str(where)) / "config.json"
+    if config.is_file():
+        values = json.loads(config.read_text(encoding="utf-8"))
+        for key in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):  # names used by families
+            if isinstance(values.get(key), int):
+                return int(values[key])
+        return 2048
     from transformers import AutoConfig
 
-    return int(getattr(AutoConfig.from_pretrained(resolve(name)), "max_position_embeddings", 2048))
+    return int(getattr(AutoConfig.from_pretrained(where), "max_position_embeddings", 2048))
 
 
 def token_counter(name: str = BUNDLED):
-    """A function that returns the number of tokens of each text."""
-    tokenizer = load_tokenizer(name)
-    return lambda texts: [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    """A function that returns the number of tokens of each text.
+
+    A local folder's ``tokenizer.json`` is read with the ``tokenizers`` library alone, which does not import
+    torch or transformers: ``inspect`` and the Home page's length check start in a second, not in five.
+    """
+    where = resolve(name)
+    path = Path(str(where)) / "tokenizer.json"
+    if not path.is_file():
+        tokenizer = load_tokenizer(name)
+        return lambda texts: [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    key = (str(path), "tokenizers")
+    with _lock:
+        if key not in _cache:
+            from tokenizers import Tokenizer
+
+            try:
+                fast = Tokenizer.from_file(str(path))
+            except Exception as error:  # noqa: BLE001
+                raise ModelLoadError(f"The tokenizer of '{name}' could not be read from {path} "
+                                     f"({_first_line(error)}).") from error
+            fast.no_truncation()
+            fast.no_padding()
+            _cache[key] = fast  # type: ignore[assignment]
+        fast = _cache[key]
+    return lambda texts: [len(e.ids) for e in fast.encode_batch(list(texts), add_special_tokens=False)]
 
 
 def clear_cache() -> None:

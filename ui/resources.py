@@ -7,6 +7,7 @@ import streamlit as st
 from pvf_core import models
 from pvf_core.data import Dataset, load_dataset
 from pvf_core.errors import PvfError
+from ui import state
 
 
 @st.cache_resource(show_spinner="Loading the model (the first start converts the bundled model, ~30 s)…")
@@ -20,11 +21,12 @@ def token_counter(name: str = models.BUNDLED):
 
 
 def current_dataset(dataset_id: int | None) -> Dataset | None:
-    """The selected dataset, or None with an error shown when it cannot be opened."""
+    """The selected dataset, or None with an error shown (once) when it cannot be opened."""
     if dataset_id is None:
         return None
     try:
         return load_dataset(dataset_id)
     except PvfError as error:
         st.error(str(error))
+        state.select_dataset(None)  # a stale link or a reset workspace: forget it, so the error shows once
         return None
