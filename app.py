@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from ui import session
+
 st.set_page_config(page_title="PvF Studio: prompt or fine-tune?", page_icon="⚖️", layout="wide")
 
 PAGES = [
@@ -11,4 +13,6 @@ PAGES = [
     st.Page("pages/compare.py", title="Compare", icon="⚖️"),
 ]
 
-st.navigation(PAGES).run()
+with session.guard():  # a full disk or a model that fails to load: a plain message, not a traceback
+    session.enter()  # demo mode (PVF_DEMO=1): this browser session's own workspace and the limits banner
+    st.navigation(PAGES).run()

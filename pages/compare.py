@@ -1,9 +1,102 @@
-"""Compare (coming next: this page lands with its issue)."""
+"""Compare: prompt versions and fine-tuned models on the same test rows, and which one to use."""
+
+from pathlib import Path
 
 import streamlit as st
 
+from pvf_core import jobs
+from pvf_core.models import default_model
+from pvf_core.compare import Comparison, comparable_runs, comparison_from_runs, start_comparison
+from pvf_core.errors import PvfError
+from pvf_core.store import Store
+from ui import comparison_view
 from ui.dataset import require_dataset
 
-st.title("Compare")
+st.title("Compare prompting and fine-tuning")
 dataset = require_dataset()
-st.info("This part of PvF Studio is being built and lands next.")
+store = Store()
+
+
+def open_comparison(run_id: int) -> None:
+    st.query_params["comparison"] = str(run_id)  # a permalink: reloading or sharing the URL reopens it
+    st.session_state["comparison_id"] = run_id
+
+
+@st.fragment(run_every=2)
+def follow(run_id: int) -> None:
+    status = jobs.job_status(run_id)
+    if status.active:
+        eta = f", about {status.eta_seconds:.0f} s left" if status.eta_seconds else ""
+        st.progress(min(status.percent / 100, 1.0), text=f"{status.percent:.0f}%{eta} · {status.message}")
+        if st.button("Cancel", key=f"cmp_cancel_{run_id}"):
+            jobs.cancel(run_id)
+        return
+    if status.status == "done":
+        open_comparison(run_id)
+    else:
+        st.error(f"The comparison {status.status}: {status.error or status.message}")
+    st.rerun()
+
+
+running = [r for r in jobs.active_jobs() if r.kind == "compare" and r.dataset_id == dataset.id]
+finished = store.list_runs(kind="compare", dataset_id=dataset.id, status="done")
+chosen = st.session_state.get("comparison_id") or (int(st.query_params["comparison"])
+                                                   if st.query_params.get("comparison", "").isdigit() else None)
+if chosen is None and finished:  # the newest finished comparison of this dataset
+    chosen = finished[0].id
+    open_comparison(chosen)
+
+with st.expander("Run the standard comparison", expanded=chosen is None and not running):
+    st.markdown("Scores a zero-shot prompt, a few-shot prompt and a LoRA fine-tuned model on the same test rows, "
+                "then recommends one. On the sample data this takes a few minutes on a laptop.")
+    left, middle, right = st.columns(3)
+    shots = left.multiselect("Prompt arms (examples shown)", [0, 1, 2, 4, 8], default=[0, 4], key="cmp_shots")
+    n_train = len(dataset.splits.train)
+    max_train = middle.number_input("Training rows to use", 8, max(8, n_train), min(n_train, 500), key="cmp_max_train",
+                                    help="Fine-tuning and the prompt examples use the first rows of the training split.")
+    n_test = len(dataset.splits.test)
+    limit = right.number_input("Test rows to score", 10, max(10, n_test), min(n_test, 200), key="cmp_limit",
+                               help="More rows give a surer answer; scores on 200 rows move by about ±3 points.")
+    curve = st.checkbox("Also draw a learning curve (trains on 16, 64, 256... rows; several times slower)",
+                        key="cmp_curve")
+    if st.button("Run the standard comparison", type="primary", disabled=bool(running) or not shots, key="cmp_run"):
+        try:
+            run_id = start_comparison(dataset, model=default_model(), shots=sorted(shots), max_train=int(max_train), limit=int(limit),
+                                      learning_curve=curve)
+        except PvfError as error:
+            st.error(str(error))
+        else:
+            st.rerun()
+
+for run in running:
+    st.subheader(f"Running: {run.name}")
+    follow(run.id)
+
+with st.expander("Compare runs you already made"):
+    runs = comparable_runs(store, dataset.id)
+    if len(runs) < 2:
+        st.info("Score a prompt in the Prompt builder and fine-tune in the wizard (on the full test split): "
+                "their runs show up here.")
+    else:
+        picked = st.multiselect("Runs", runs, format_func=lambda r: f"#{r.id} {r.kind}: {r.name}", key="cmp_runs")
+        if st.button("Compare these", disabled=len(picked) < 2, key="cmp_from_runs"):
+            try:
+                comparison = comparison_from_runs(picked, task=dataset.task, labels=dataset.labels,
+                                                  dataset=dataset.name)
+            except PvfError as error:
+                st.error(str(error))
+            else:
+                run_id = store.add_run("compare", dataset_id=dataset.id, name="comparison of stored runs",
+                                       status="done", folder=str(jobs.run_folder(0).parent))
+                folder = jobs.run_folder(run_id)
+                store.update_run(run_id, folder=str(folder))
+                comparison.save(folder)
+                open_comparison(run_id)
+                st.rerun()
+
+if chosen is not None:
+    run = store.get_run(chosen)
+    if run is None or not (Path(run.folder) / "comparison.json").is_file():
+        st.warning("That comparison is not in this workspace (any more).")
+    else:
+        comparison_view.show(Comparison.load(run.folder), Path(run.folder))

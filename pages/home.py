@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from pvf_core.data import (DELIMITER_NAMES, ColumnMapping, SplitSettings, health_check, labeled_frame, make_splits,
-                           mapping_notes, plural, read_csv, register_dataset, suggest_mapping, worst_first)
+from pvf_core import demo
+from pvf_core.data import (DELIMITER_NAMES, ColumnMapping, Limits, SplitSettings, health_check, labeled_frame,
+                           make_splits, mapping_notes, plural, read_csv, register_dataset, suggest_mapping, worst_first)
 from pvf_core.errors import PvfError
 from pvf_core.report import label_distribution_figure
 from pvf_core.samples import SAMPLE_NAME, sample_csv_bytes
@@ -34,8 +35,8 @@ source = st.radio("Where is your data?", SOURCES, horizontal=True, key="home_sou
 
 
 @st.cache_data(max_entries=4, show_spinner="Reading the file…")
-def parse(raw: bytes, name: str):
-    return read_csv(raw, name=name)
+def parse(raw: bytes, name: str, limits: Limits = Limits()):
+    return read_csv(raw, name=name, limits=limits)
 
 
 def previous_dataset() -> None:
@@ -83,18 +84,19 @@ try:
                    "sample itself, so it is free to use and share.")
     else:
         upload = st.file_uploader("CSV file (comma, semicolon, tab or pipe separated; any common encoding)",
-                                  type=["csv", "tsv", "txt"], key="home_upload")
+                                  type=["csv", "tsv", "txt"], key="home_upload",
+                                  max_upload_size=demo.uploader_mb())  # None (the server's limit) off demo mode
         with st.expander("I have a separate test file"):
             test_upload = st.file_uploader("Test CSV with the same columns", type=["csv", "tsv", "txt"],
-                                           key="home_test_upload")
+                                           key="home_test_upload", max_upload_size=demo.uploader_mb())
         if upload is None:
             st.info("Upload a CSV with one column of text and one column of answers (a label, or the text you "
                     "expect back).")
             show_next_steps()
             st.stop()
-        table = parse(upload.getvalue(), upload.name)
+        table = parse(upload.getvalue(), upload.name, demo.upload_limits())
         if test_upload is not None:
-            test_table = parse(test_upload.getvalue(), test_upload.name)
+            test_table = parse(test_upload.getvalue(), test_upload.name, demo.upload_limits())
 except PvfError as error:
     stop_with(error, "This file cannot be used.")
 

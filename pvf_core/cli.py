@@ -152,5 +152,405 @@ def _inspect_summary(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@cli.command()
+@click.option("--train", "train_path", required=True, type=click.Path(), help="CSV with the labelled rows examples are drawn from.")
+@click.option("--test", "test_path", required=True, type=click.Path(), help="CSV with the rows the prompt is scored on.")
+@click.option("--shots", type=int, default=0, show_default=True, help="Number of solved examples shown before each row.")
+@click.option("--selection", default="balanced", show_default=True,
+              help="How examples are picked: random, balanced (same number per label) or similar (TF-IDF nearest rows).")
+@click.option("--instruction", default="", help="What the model should do, in plain words (default: a generic sentence).")
+@click.option("--calibration", default="batch", show_default=True,
+              help="Correct a lean towards one label: batch, content-free or none.")
+@click.option("--limit", type=int, default=None, help="Score only the first N test rows.")
+@click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None,
+              help="Write one row per test row: text,label,prediction (input,output,prediction for text-to-text).")
+@column_options
+@common_options
+@handle_errors
+def prompt(train_path: str, test_path: str, shots: int, selection: str, instruction: str, calibration: str,
+           limit: int | None, predictions_path: str | None, model: str, seed: int, as_json: bool,
+           **columns: Any) -> None:
+    """Score a prompt (zero- or few-shot) on the test rows: quality, speed, tokens and tips."""
+    from .data import load_splits
+    from .errors import SettingsError
+    from .evaluate import Arm, evaluate
+    from .models import load_model
+    from .prompting import PromptSpec
+
+    started = time.perf_counter()
+    if limit is not None and limit < 1:
+        raise SettingsError(f"--limit must be at least 1; got {limit}.")
+    splits, _ = load_splits(train_path, test_path, seed=seed, **columns_from(columns))
+    spec = PromptSpec(task=splits.task, instruction=instruction, labels=list(splits.labels), shots=shots,
+                      selection=selection, calibration=calibration, seed=seed)
+    test = splits.test.head(limit) if limit else splits.test
+    loaded = load_model(model)
+    result = evaluate(Arm(spec.name(), spec, model=model), test, task=splits.task, labels=spec.labels or None,
+                      train=splits.train, loaded=loaded, on_progress=_stderr_progress())
+    if predictions_path:
+        result.predictions_frame(scores=False).to_csv(predictions_path, index=False)
+    output = {**result.summary(), "seconds": round(time.perf_counter() - started, 3), "peak_rss_mb": peak_rss_mb(),
+              "model": loaded.name, "seed": seed, "predictions": predictions_path}
+    emit(output, as_json, _prompt_summary)
+
+
+def _prompt_summary(r: dict[str, Any]) -> str:
+    m = r["metrics"]
+    if r["task"] == "classification":
+        quality = (f"accuracy {m['accuracy']:.3f} (before calibration {m['raw']['accuracy']:.3f}), "
+                   f"macro-F1 {m['macro_f1']:.3f}")
+    else:
+        quality = f"chrF {m['chrf']:.1f}, exact match {m['exact_match']:.3f}"
+    lines = [f"{r['arm']} on {r['n_test']} rows: {quality}",
+             f"{r['ms_per_example']:.1f} ms/row, {r['prompt_tokens_per_row']:.0f} prompt tokens/row, "
+             f"peak memory {r['peak_rss_mb']:.0f} MB, {r['seconds']:.1f} s in all"]
+    lines += [f"[{t['level']}] {t['message']} {t['why']}" for t in r["tips"]]
+    lines += [f"[warning] {w['message']}" for w in r["warnings"]]
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--train", "train_path", required=True, type=click.Path(), help="CSV with the labelled rows to learn from.")
+@click.option("--test", "test_path", required=True, type=click.Path(), help="CSV with the held-out rows every arm is scored on.")
+@click.option("--validation", type=click.Path(), default=None, help="CSV of validation rows for fine-tuning (default: carved from the training rows).")
+@click.option("--shots", default="0,4", show_default=True, help="Prompt arms to run: numbers of examples, comma-separated.")
+@click.option("--max-train", type=int, default=None, help="Use only the first N training rows (for prompting examples and fine-tuning).")
+@click.option("--limit", type=int, default=None, help="Score only the first N test rows.")
+@click.option("--epochs", type=float, default=None, help="Fine-tuning epochs (default: the Balanced preset).")
+@click.option("--learning-rate", type=float, default=None, help="Fine-tuning learning rate (default: the Balanced preset).")
+@click.option("--rank", type=int, default=None, help="LoRA rank (default: the Balanced preset).")
+@click.option("--instruction", default="", help="The instruction every prompt and the fine-tuned model get (default: a generic one).")
+@click.option("--learning-curve/--no-learning-curve", default=False, show_default=True,
+              help="Also train and prompt on 16, 64, 256... rows to see where fine-tuning overtakes prompting (slower).")
+@click.option("--output", type=click.Path(file_okay=False), default=None, help="Folder for the report, predictions and adapter (default: a new run folder in the workspace).")
+@click.option("--predictions", type=click.Path(dir_okay=False), default=None, help="Write one row per test row with a prediction_<arm> column per arm.")
+@click.option("--run-id", type=int, default=None, hidden=True, help="Internal: the job this process runs.")
+@column_options
+@common_options
+@handle_errors
+def compare(train_path: str, test_path: str, validation: str | None, shots: str, max_train: int | None, limit: int | None,
+            epochs: float | None, learning_rate: float | None, rank: int | None, instruction: str,
+            learning_curve: bool, output: str | None, predictions: str | None, run_id: int | None, model: str,
+            seed: int, as_json: bool, **columns: Any) -> None:
+    """Run zero-shot, k-shot and LoRA arms on the same test rows; recommend one and write a report."""
+    from .compare import run_comparison
+    from .data import load_splits
+    from .finetune import preset_settings
+    from .report import write_report, write_safe_csv
+    from .store import workspace_dir
+
+    started = time.perf_counter()
+    shot_counts = _parse_shots(shots)
+    splits, _ = load_splits(train_path, test_path, seed=seed, max_train=max_train, validation_path=validation,
+                            **columns_from(columns))
+    overrides = {k: v for k, v in (("epochs", epochs), ("learning_rate", learning_rate), ("rank", rank)) if v is not None}
+    lora = preset_settings("balanced", seed=seed, **overrides)
+    settings = {"shots": shot_counts, "max_train": max_train, "limit": limit, "learning_curve": learning_curve,
+                "model": model, "seed": seed, "lora": lora.to_dict()}
+
+    def body(log: Any, folder: str) -> dict[str, Any]:
+        report = _stderr_progress(log)
+        comparison = run_comparison(splits, model=model, shots=shot_counts, limit=limit, seed=seed, lora=lora,
+                                    learning_curve=learning_curve, output_dir=folder, instruction=instruction,
+                                    dataset=os.path.basename(train_path), on_progress=report,
+                                    should_stop=log.should_stop)
+        paths = write_report(comparison, folder)
+        if predictions:
+            write_safe_csv(comparison.predictions_frame(), predictions)
+        data = comparison.to_dict()
+        return {"task": comparison.task, "n_test": comparison.results[0].n_test, "arms": data["arms"],
+                "significance": data["significance"],
+                "recommendation": {"arm": comparison.recommendation.arm,
+                                   "reasons": comparison.recommendation.reasons,
+                                   "what_would_change": comparison.recommendation.what_would_change},
+                "break_even_queries": comparison.break_even, "learning_curve": comparison.curve,
+                "report": paths["html"], "predictions_csv": paths["csv"], "comparison_json": paths["json"],
+                "metrics": {a["arm"]: a["metrics"].get(comparison.metric) for a in data["arms"]},
+                "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb()}
+
+    default_folder = output or (None if run_id is not None else
+                                str(workspace_dir("runs", time.strftime("compare-%Y%m%d-%H%M%S"))))
+    result = _as_job("compare", "standard comparison (command line)", settings, run_id, default_folder, body,
+                     timing_keys=("seconds", "peak_rss_mb"))
+    emit(result, as_json, _compare_summary)
+
+
+def _parse_shots(text: str) -> list[int]:
+    from .errors import SettingsError
+
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SettingsError(f"--shots takes numbers separated by commas, like 0,4; got '{text}'.") from None
+    if not values or any(v < 0 for v in values):
+        raise SettingsError(f"--shots takes numbers of examples (0 or more), like 0,4; got '{text}'.")
+    return values
+
+
+def _stderr_progress(log: Any = None) -> Callable[[int, int, str], None]:
+    """Progress to stderr (each new percent) and, in a job, to its progress log with an ETA."""
+    started, last = time.perf_counter(), {"percent": -1}
+
+    def report(done: int, total: int, message: str) -> None:
+        percent = 100 * done / max(total, 1)
+        if int(percent) == last["percent"]:
+            return
+        last["percent"] = int(percent)
+        elapsed = time.perf_counter() - started
+        eta = elapsed * (100 - percent) / percent if percent > 0 else None
+        progress(f"[{int(percent):3d}%] {message}")
+        if log is not None:
+            log.write({"event": "progress", "step": done, "total_steps": total, "percent": round(percent, 1),
+                       "eta_seconds": round(eta, 1) if eta is not None else None, "message": message})
+    return report
+
+
+def _compare_summary(r: dict[str, Any]) -> str:
+    if r.get("status") == "cancelled":
+        return f"Run {r.get('run_id')} was cancelled."
+    metric = "accuracy" if r["task"] == "classification" else "chrf"
+    lines = [f"{a['arm']:<24} {metric} {a['metrics'][metric]:.3f}   {a['ms_per_example']:.0f} ms/row"
+             for a in r["arms"]]
+    lines += [t["sentence"] for t in r["significance"]]
+    lines += [f"Recommendation: {r['recommendation']['arm']}"] + [f"  - {x}" for x in r["recommendation"]["reasons"]]
+    lines.append(f"Report: {r['report']}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--train", "train_path", required=True, type=click.Path(), help="CSV with the labelled rows to learn from (10% are held out for validation).")
+@click.option("--test", "test_path", required=True, type=click.Path(), help="CSV with the held-out rows the fine-tuned model is scored on.")
+@click.option("--validation", "validation_path", type=click.Path(), default=None, help="CSV with the validation rows (default: 10% of the training rows).")
+@click.option("--max-train", type=int, default=None, help="Use only the first N rows of the training file.")
+@click.option("--limit", type=int, default=None, help="Score only the first N test rows.")
+@click.option("--preset", type=click.Choice(["quick", "balanced", "thorough"]), default="balanced", show_default=True,
+              help="Quick: 1 epoch; Balanced: 2 epochs with early stopping; Thorough: 4 epochs, adapter on every layer.")
+@click.option("--epochs", type=float, default=None, help="Passes over the training rows (overrides the preset).")
+@click.option("--learning-rate", type=float, default=None, help="Learning rate (overrides the preset).")
+@click.option("--rank", type=int, default=None, help="LoRA rank (overrides the preset).")
+@click.option("--settings", "settings_path", type=click.Path(dir_okay=False), default=None,
+              help="JSON file with every LoRA setting (see docs/settings.md); the options above override it.")
+@click.option("--instruction", default="", help="The instruction in the prompt the model is trained and scored with.")
+@click.option("--prompt", "prompt_path", type=click.Path(dir_okay=False), default=None,
+              help="JSON file with a whole prompt specification (instead of --instruction).")
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Folder for the adapter, run.json and model card (default: the run's folder in the workspace).")
+@click.option("--predictions", type=click.Path(dir_okay=False), default=None, help="Write text,label,prediction for every test row.")
+@click.option("--background", is_flag=True, help="Queue the run as a background job and return at once (see its progress in the app).")
+@click.option("--estimate", "estimate_only", is_flag=True, help="Only estimate time and peak memory (runs a short calibration).")
+@click.option("--run-id", type=int, default=None, hidden=True, help="Internal: the job this process runs.")
+@column_options
+@common_options
+@handle_errors
+def finetune(train_path: str, test_path: str, validation_path: str | None, max_train: int | None, limit: int | None,
+             preset: str, epochs: float | None, learning_rate: float | None, rank: int | None,
+             settings_path: str | None, instruction: str, prompt_path: str | None, output: str | None,
+             predictions: str | None, background: bool, estimate_only: bool, run_id: int | None, model: str,
+             seed: int, as_json: bool, **columns: Any) -> None:
+    """Train a LoRA adapter on the training rows and score it on the test rows with the prompt harness."""
+    from .data import load_splits
+    from .finetune import estimate, is_main_process, train_lora
+
+    started = time.perf_counter()
+    splits, _ = load_splits(train_path, test_path, seed=seed, max_train=max_train, validation_path=validation_path,
+                            **columns_from(columns))
+    if limit:
+        splits.test = splits.test.head(limit).reset_index(drop=True)
+    settings = _lora_settings(preset, settings_path, seed=seed, epochs=epochs, learning_rate=learning_rate, rank=rank)
+    prompt = _prompt_spec(prompt_path, instruction, splits)
+    if estimate_only:
+        found = estimate(settings, splits, model, prompt=prompt)
+        emit({**found.to_dict(), "seconds": round(time.perf_counter() - started, 2)}, as_json,
+             lambda r: "\n".join(r["messages"]))
+        return
+    if background:
+        from .jobs import command_line, job_status, start_finetune
+
+        job = start_finetune(splits, settings, model=model, prompt=prompt, name=f"LoRA r={settings.rank}")
+        status = job_status(job)
+        emit({"run_id": job, "status": status.status, "folder": str(_run_folder(job)),
+              "progress_log": str(_run_folder(job) / "progress.jsonl"), "command": command_line(job)}, as_json,
+             lambda r: f"Run {r['run_id']} is {r['status']}; progress in {r['progress_log']}")
+        return
+    if not is_main_process():  # a helper process under `accelerate launch`: train only
+        train_lora(settings, splits, model_name=model, prompt=prompt)
+        return
+    result = _finetune_as_job(splits, settings, prompt, model=model, run_id=run_id, output=output,
+                              predictions=predictions, started=started, as_json=as_json)
+    emit(result, as_json, _finetune_summary)
+
+
+def _lora_settings(preset: str, path: str | None, **changes: Any) -> Any:
+    from .errors import SettingsError
+    from .finetune import LoraSettings, preset_settings
+
+    if not path:
+        return preset_settings(preset, **changes)
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError) as error:
+        raise SettingsError(f"The settings file {path} could not be read as JSON ({error}).") from None
+    data.update({k: v for k, v in changes.items() if v is not None})
+    return LoraSettings.from_dict(data)
+
+
+def _prompt_spec(path: str | None, instruction: str, splits: Any) -> Any:
+    from .errors import SettingsError
+    from .finetune import default_prompt
+    from .prompting import PromptSpec
+
+    if not path:
+        return default_prompt(splits, instruction)
+    try:
+        spec = PromptSpec.from_dict(json.loads(open(path, encoding="utf-8").read()))
+    except (OSError, ValueError) as error:
+        raise SettingsError(f"The prompt file {path} could not be read as JSON ({error}).") from None
+    return spec.with_(task=splits.task, shots=0, example_ids=[],
+                      labels=spec.labels or list(splits.labels))
+
+
+def _run_folder(run_id: int) -> Any:
+    from .jobs import run_folder
+
+    return run_folder(run_id)
+
+
+def _finetune_as_job(splits: Any, settings: Any, prompt: Any, *, model: str, run_id: int | None,
+                     output: str | None, predictions: str | None, started: float, as_json: bool) -> dict[str, Any]:
+    """Train, score and record the run: in the store, its progress log and its folder (a job or the CLI's own)."""
+    def body(log: Any, folder: str) -> dict[str, Any]:
+        return _train_and_score(splits, settings, prompt, model=model, folder=folder, log=log,
+                                predictions=predictions, started=started, as_json=as_json)
+
+    return _as_job("finetune", f"LoRA r={settings.rank} (command line)", settings.to_dict(), run_id, output, body,
+                   timing_keys=("seconds", "train_seconds", "train_examples_per_second", "ms_per_example",
+                                "peak_rss_mb"))
+
+
+def _as_job(kind: str, name: str, settings: dict, run_id: int | None, output: str | None,
+            body: Callable[[Any, str], dict[str, Any]], timing_keys: tuple[str, ...]) -> dict[str, Any]:
+    """Run ``body(log, folder)`` recorded like a job: status in the store, events in the run's progress log.
+
+    Started by the app, ``run_id`` names the queued run; from a terminal a run is created, so the app shows it.
+    """
+    from .evaluate import Stopped
+    from .jobs import JobLog, refresh
+    from .store import Store
+
+    store = Store()
+    if run_id is None:
+        run_id = store.add_run(kind, name=name, settings=settings, status="running")
+    existing = store.get_run(run_id)
+    if existing is None or existing.finished:  # cancelled before this process started
+        return {"run_id": run_id, "status": existing.status if existing else "missing"}
+    log = JobLog(run_id, store)
+    folder = output or str(_run_folder(run_id))
+    store.update_run(run_id, folder=folder)
+    log.started()
+    try:
+        result = body(log, folder)
+        result["run_id"] = run_id
+        if result.get("status") == "cancelled":
+            log.finished("cancelled", "Cancelled by the user.")
+        else:
+            log.finished("done", "Finished.", metrics=result.get("metrics", {}),
+                         timings={k: result[k] for k in timing_keys if k in result})
+        return result
+    except Stopped:
+        log.finished("cancelled", "Cancelled by the user.")
+        return {"run_id": run_id, "status": "cancelled"}
+    except PvfError as error:
+        log.finished("failed", str(error))
+        raise
+    except MemoryError:
+        log.finished("failed", "The job ran out of memory. Lower the batch size or the max length.")
+        raise
+    except BaseException as error:
+        log.finished("failed", _crash_message(error))
+        raise
+    finally:
+        refresh(store)  # start the next queued job, if any
+
+
+def _crash_message(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "The job was interrupted (Ctrl+C or a stop signal)."
+    first = (str(error).strip().splitlines() or [""])[0][:300]
+    if "out of memory" in first.lower():
+        return "The training ran out of memory. Lower the batch size or the max length."
+    return f"The job stopped because of an internal error ({type(error).__name__}: {first}). Details are in job.log."
+
+
+def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, folder: str, log: Any,
+                     predictions: str | None, started: float, as_json: bool) -> dict[str, Any]:
+    from .evaluate import evaluate
+    from .finetune import FinetuneRun, train_lora
+
+    def on_progress(event: dict[str, Any]) -> None:
+        log.write(event)
+        if event.get("event") == "warning":
+            progress(f"Warning: {event['message']}")
+        elif event.get("event") == "progress" and (event.get("val_loss") is not None or event["step"] % 20 == 0):
+            progress(_progress_line(event))
+
+    trained = train_lora(settings, splits, model_name=model, output_dir=folder, on_progress=on_progress,
+                         should_stop=log.should_stop, prompt=prompt)
+    if trained.cancelled:
+        return {"status": "cancelled", "train_seconds": trained.train_seconds}
+    run = FinetuneRun.load(folder)
+    arm = run.arm()
+    _use_threads(trained.threads)  # what the training found fastest on this machine right now
+    progress(f"Scoring {len(splits.test)} test rows with the adapter...")
+    scored = evaluate(arm, splits.test, task=splits.task, labels=splits.labels or None,
+                      on_progress=_eval_progress(), should_stop=log.should_stop)
+    run.with_evaluation(scored)
+    if predictions:
+        scored.predictions_frame(scores=False).to_csv(predictions, index=False)
+    return {"arm": scored.arm, "task": scored.task, "n_test": scored.n_test, "metrics": scored.metrics,
+            "seconds": round(time.perf_counter() - started, 3), "ms_per_example": round(scored.ms_per_example, 3),
+            "peak_rss_mb": peak_rss_mb(), "train_seconds": trained.train_seconds,
+            "train_examples_per_second": trained.examples_per_second, "adapter_dir": str(trained.adapter_dir),
+            "adapter_mb": trained.adapter_mb, "status": "done", "training": trained.training_summary(),
+            "settings": settings.to_dict(), "warnings": trained.warnings, "calibration": scored.calibration}
+
+
+def _use_threads(count: int) -> None:
+    if count:
+        import torch
+
+        torch.set_num_threads(count)
+
+
+def _progress_line(event: dict[str, Any]) -> str:
+    parts = [f"[{event['percent']:5.1f}%] step {event['step']}/{event['total_steps']}"]
+    for key, label in (("train_loss", "loss"), ("val_loss", "val loss"), ("val_accuracy", "val acc"),
+                       ("examples_per_second", "ex/s")):
+        if event.get(key) is not None:
+            parts.append(f"{label} {event[key]:.3f}")
+    if event.get("eta_seconds") is not None:
+        parts.append(f"ETA {event['eta_seconds']:.0f} s")
+    return ", ".join(parts)
+
+
+def _eval_progress() -> Callable[[int, int, str], None]:
+    last = {"percent": -1}
+
+    def report(done: int, total: int, message: str) -> None:
+        percent = int(100 * done / max(total, 1)) // 25 * 25
+        if percent != last["percent"]:
+            last["percent"] = percent
+            progress(f"  {message}")
+    return report
+
+
+def _finetune_summary(r: dict[str, Any]) -> str:
+    if r.get("status") != "done":
+        return f"Run {r.get('run_id')} is {r.get('status')}."
+    metric = "accuracy" if r["task"] == "classification" else "chrf"
+    return (f"{r['arm']}: {metric} {r['metrics'][metric]:.3f} on {r['n_test']} test rows; trained in "
+            f"{r['train_seconds']:.0f} s ({r['train_examples_per_second']:.1f} examples/s); adapter "
+            f"{r['adapter_mb']:.1f} MB in {r['adapter_dir']}")
+
+
 def main() -> None:
     cli(prog_name="python -m pvf_core")

@@ -736,14 +736,27 @@ def load_dataset(dataset_id: int, *, store=None) -> Dataset:
 
 def load_splits(train_path: str | Path, test_path: str | Path, *, text_column: str | None = None,
                 label_column: str | None = None, task: Task | None = None, seed: int = 0,
-                validation_fraction: float = 0.1) -> tuple[Splits, ColumnMapping]:
-    """Splits from a train file and a test file, as the CLI takes them (test rows kept in file order)."""
+                validation_fraction: float = 0.1, max_train: int | None = None,
+                validation_path: str | Path | None = None) -> tuple[Splits, ColumnMapping]:
+    """Splits from a train file and a test file, as the CLI takes them (test rows kept in file order).
+
+    ``max_train`` keeps the first N rows of the train file before the validation rows are carved from them;
+    ``validation_path`` gives the validation rows as a file instead (nothing is carved then).
+    """
     train_table = read_csv(train_path)
     mapping = suggest_mapping(train_table, text_column=text_column, label_column=label_column, task=task)
     test_table = read_csv(test_path)
     test_mapping = ColumnMapping(mapping.task, mapping.text_column, mapping.label_column)
     test_mapping.check(test_table)
+    if validation_path is not None:
+        validation_fraction = 0.0
     settings = SplitSettings(test_fraction=0.0, validation_fraction=validation_fraction, seed=seed)
-    splits = make_splits(labeled_frame(train_table, mapping), mapping.task, settings,
-                         labeled_frame(test_table, test_mapping))
+    train_frame = labeled_frame(train_table, mapping)
+    if max_train is not None:
+        train_frame = train_frame.head(max(int(max_train), 1)).reset_index(drop=True)
+    splits = make_splits(train_frame, mapping.task, settings, labeled_frame(test_table, test_mapping))
+    if validation_path is not None:
+        validation_table = read_csv(validation_path)
+        test_mapping.check(validation_table)
+        splits.validation = labeled_frame(validation_table, test_mapping)
     return splits, mapping

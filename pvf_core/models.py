@@ -126,8 +126,16 @@ def bundled_gguf_path() -> Path:
         candidate = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_FILE
         if candidate.is_file():
             return candidate
+    fetched = model_cache_dir() / "gguf" / BUNDLED_FILE  # put there by demo.fetch_bundled_model (no pip)
+    if fetched.is_file():
+        return fetched
     raise ModelLoadError(f"The bundled model file {BUNDLED_FILE} was not found: the package "
                          f"{BUNDLED_PACKAGE} is not installed.", "Run `make install`.")
+
+
+def default_model() -> str:
+    """The model the app uses unless told otherwise: ``$PVF_MODEL`` (a folder or hub id), else the bundled one."""
+    return os.environ.get("PVF_MODEL", "").strip() or BUNDLED
 
 
 def convert_bundled(target: Path | None = None) -> Path:
@@ -181,6 +189,21 @@ def resolve(name: str = BUNDLED) -> Path | str:
         return name  # a hub id
     raise ModelLoadError(f"No model called '{name}': it is not 'bundled', not an existing folder and not a "
                          "hub id like 'HuggingFaceTB/SmolLM2-360M-Instruct'.")
+
+
+def check_adapter_folder(path: str | Path) -> Path:
+    """Refuse LoRA adapter folders whose weights are pickle files (``adapter_model.bin``): they can run code."""
+    path = Path(path).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{path} is not a LoRA adapter folder (it has no adapter_config.json).",
+                             "Pick the folder a fine-tuning run wrote.")
+    if not (path / "adapter_model.safetensors").is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        problem = (f"holds its weights as pickle files ({', '.join(pickles)}), which PvF Studio does not load "
+                   "because they can run code" if pickles else "has no adapter_model.safetensors")
+        raise ModelLoadError(f"The adapter in {path} {problem}.",
+                             "Use an adapter saved as safetensors (PvF Studio's own runs are).")
+    return path
 
 
 def check_safetensors_folder(path: Path) -> None:

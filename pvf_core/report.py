@@ -86,6 +86,15 @@ def loss_figure(progress: list[dict]) -> go.Figure:
     return fig
 
 
+def per_class_frame(metrics: dict) -> pd.DataFrame:
+    """One row per label of a classification result: its test rows, recall ("found"), precision ("right when
+    said") and F1, in %."""
+    columns = ["answer", "test rows", "found %", "right when said %", "F1 %"]
+    rows = [(label, int(m.get("support", 0)), round(m["recall"] * 100, 1), round(m["precision"] * 100, 1),
+             round(m["f1"] * 100, 1)) for label, m in (metrics.get("per_class") or {}).items()]
+    return pd.DataFrame(rows, columns=columns)
+
+
 # -- exports ----------------------------------------------------------------------------------------------
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -186,3 +195,60 @@ def write_report(comparison, folder) -> dict[str, str]:
     write_safe_csv(comparison.predictions_frame(), paths["csv"])
     comparison.save(folder)
     return {k: str(v) for k, v in paths.items()}
+
+
+# -- the prompt builder ---------------------------------------------------------------------------------
+
+def budget_figure(budget: dict) -> go.Figure:
+    """The context bar: where the tokens of the longest query go, against the model's context length.
+
+    ``budget`` is ``PromptBudget.to_dict()``.
+    """
+    parts = [("instruction", budget["system"]), ("examples", sum(budget["examples"])),
+             ("longest row", budget["row_markup"] + budget["row_max"]), ("answer", budget["answer"]),
+             ("free", max(budget["context_length"] - budget["worst_case"], 0))]
+    colors = [PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[3], "#E6E8F0"]
+    fig = go.Figure()
+    for (name, tokens), color in zip(parts, colors):
+        fig.add_bar(y=[""], x=[tokens], name=f"{name} {tokens:,}", orientation="h", marker_color=color,
+                    hovertemplate=f"{name}: %{{x:,}} tokens<extra></extra>")
+    fig.update_layout(barmode="stack", height=120, margin=dict(l=0, r=0, t=30, b=20), plot_bgcolor="white",
+                      legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom", font_size=12, itemclick=False,
+                                  itemdoubleclick=False, traceorder="normal"),
+                      xaxis=dict(range=[0, budget["context_length"]], showgrid=False, tickformat=","),
+                      yaxis_visible=False)
+    return fig
+
+
+def shares_figure(true_shares: dict[str, float], predicted: dict[str, float],
+                  raw: dict[str, float] | None = None) -> go.Figure:
+    """How often each label is the true answer and how often the model gives it (calibrated, and raw)."""
+    labels = list(true_shares)
+    series = [("true answers", true_shares, "#5C6B73"), ("model", predicted, PALETTE[0])]
+    if raw is not None:
+        series.append(("model, uncalibrated", raw, PALETTE[1]))
+    fig = go.Figure()
+    for name, shares, color in series:
+        fig.add_bar(name=name, x=labels, y=[shares.get(label, 0.0) * 100 for label in labels], marker_color=color)
+    fig.update_layout(title="Which answers the model gives", barmode="group", height=340, yaxis_title="% of rows",
+                      margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", x=0, y=-0.15, yanchor="top", font_size=11))
+    return fig
+
+
+def version_history_figure(history: pd.DataFrame, metric: str, second: str | None = None) -> go.Figure:
+    """Score of every saved prompt version, in order; error bars where the example-draw spread was measured.
+
+    ``history`` is ``compare.prompt_history`` (scores 0-100).
+    """
+    names, said = list(history["name"]), {"macro_f1": "macro-F1", "chrf": "chrF", "exact_match": "exact match"}
+    fig = go.Figure()
+    fig.add_scatter(x=names, y=history[metric], name=said.get(metric, metric), mode="lines+markers",
+                    line_color=PALETTE[0], error_y=dict(type="data", array=history["spread"].fillna(0)), marker_size=9)
+    if second is not None:
+        fig.add_scatter(x=names, y=history[second], name=said.get(second, second), mode="lines+markers",
+                        line_color=PALETTE[2], line_dash="dot")
+    fig.update_layout(title="Scores of your prompt versions (whiskers: spread over example draws)", height=320,
+                      yaxis_title="score (0-100)", yaxis_range=[0, 105], margin=dict(l=10, r=10, t=40, b=10),
+                      legend_orientation="h", xaxis_type="category")
+    return fig

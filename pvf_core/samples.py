@@ -11,6 +11,8 @@ import csv
 import io
 import random
 
+from .prompting import PromptSpec
+
 SAMPLE_NAME = "support_tickets_sample.csv"
 
 TOPICS = {
@@ -84,3 +86,30 @@ def register_sample(store=None):
 
     table = read_csv(sample_csv_bytes(), name=SAMPLE_NAME)
     return register_dataset(table, suggest_mapping(table), store=store)
+
+
+# -- ready-made prompts for the sample (the Prompt builder's "Start from an example") ----------------------
+
+SAMPLE_INSTRUCTION = ("Read the customer-support message and decide which team should handle it: billing, "
+                      "technical, shipping or account.")
+TEAM_DESCRIPTIONS = (
+    "The teams:\n"
+    "- billing: invoices, charges, refunds, prices, subscription fees and payments.\n"
+    "- technical: the app or website not working: errors, crashes, slowness, blank or frozen screens.\n"
+    "- shipping: parcels, deliveries, couriers, tracking, customs, damaged or missing items.\n"
+    "- account: passwords, usernames, email addresses, two-factor login, locked or deleted accounts.\n"
+    "A message may mention another topic in passing; pick the team for the problem the customer has now.")
+
+
+SAMPLE_PROMPTS: dict[str, PromptSpec] = {  # named presets for the sample, from plain to elaborate
+    "Plain zero-shot": PromptSpec(instruction=SAMPLE_INSTRUCTION, labels=sorted(TOPICS)),
+    "With team descriptions": PromptSpec(instruction=SAMPLE_INSTRUCTION, context=TEAM_DESCRIPTIONS,
+                                         labels=sorted(TOPICS)),
+    "4 examples, balanced": PromptSpec(instruction=SAMPLE_INSTRUCTION, labels=sorted(TOPICS), shots=4,
+                                       selection="balanced"),  # one solved message per team
+}
+
+
+def is_sample_task(labels) -> bool:
+    """Whether a dataset's labels are the sample's teams (its presets then fit)."""
+    return sorted(map(str, labels)) == sorted(TOPICS)

@@ -8,6 +8,9 @@ Everything PvF Studio writes lives under one folder, ``$PVF_HOME`` (default ``~/
     reports/    exported comparison reports
     pvf.sqlite  datasets, runs and prompt versions
 
+In demo mode (``pvf_core/demo.py``) each browser session has its own workspace, ``$PVF_HOME/sessions/<id>``,
+chosen per thread with ``use_workspace`` / ``set_session_workspace``; ``workspace()`` returns it.
+
 The store opens a short-lived connection per call, so it is safe from Streamlit's threads and from
 job processes alike. Schema changes are appended to ``MIGRATIONS`` and applied once, in order.
 """
@@ -19,9 +22,10 @@ import os
 import sqlite3
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 DEFAULT_HOME = "~/.pvf-studio"
 
@@ -69,11 +73,44 @@ MIGRATIONS: list[tuple[str, str]] = [
 RUN_JSON_FIELDS = ("settings", "metrics", "timings")
 
 
+# Demo mode gives every browser session its own workspace inside one process. The override is looked up
+# first in this context (``use_workspace``, set at the top of each script run), then through a resolver the
+# app installs (Streamlit fragments rerun in fresh threads without that context), then ``$PVF_HOME``.
+_session_workspace: ContextVar[Path | None] = ContextVar("pvf_session_workspace", default=None)
+_resolver: Callable[[], Path | None] | None = None
+
+
+def root_workspace() -> Path:
+    """``$PVF_HOME`` itself, whatever session is active (demo mode keeps session folders under it)."""
+    return Path(os.environ.get("PVF_HOME") or DEFAULT_HOME).expanduser()
+
+
 def workspace() -> Path:
-    """The workspace folder (``$PVF_HOME``), created on first use."""
-    home = Path(os.environ.get("PVF_HOME") or DEFAULT_HOME).expanduser()
+    """The workspace folder (this session's in demo mode, else ``$PVF_HOME``), created on first use."""
+    home = _session_workspace.get() or (_resolver() if _resolver else None) or root_workspace()
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+def set_session_workspace(path: str | Path | None) -> Token:
+    """Make ``path`` the workspace of the current context (thread); None goes back to ``$PVF_HOME``."""
+    return _session_workspace.set(Path(path) if path else None)
+
+
+@contextmanager
+def use_workspace(path: str | Path | None) -> Iterator[Path]:
+    """Everything inside the block reads and writes the workspace at ``path``."""
+    token = set_session_workspace(path)
+    try:
+        yield workspace()
+    finally:
+        _session_workspace.reset(token)
+
+
+def set_workspace_resolver(resolver: Callable[[], Path | None] | None) -> None:
+    """Install a function that names the caller's session workspace (or None) when no context sets one."""
+    global _resolver
+    _resolver = resolver
 
 
 def workspace_dir(*parts: str) -> Path:

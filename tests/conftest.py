@@ -53,3 +53,44 @@ def dataset_path(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is not available")
     return path
+
+
+# -- fine-tuning helpers (tests/test_finetune.py, test_jobs.py, test_cli_finetune.py) -----------------------
+
+@pytest.fixture(scope="session")
+def tiny_learner_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with 25x larger input embeddings: its answers move within a few LoRA steps."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-learner")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(25)
+    model.save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
+def toy_reviews(n: int, seed: int = 0):
+    """n short 'reviews' whose label follows from their words (text, label)."""
+    import random
+
+    import pandas as pd
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = rng.choice(["positive", "negative"])
+        word = rng.choice(["great", "loved"] if label == "positive" else ["terrible", "boring"])
+        rows.append((f"The film {seed}-{i} was {word}, said {rng.choice(['the dog', 'a fox', 'my friend'])}", label))
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
+@pytest.fixture
+def toy_csvs(tmp_path) -> tuple[Path, Path]:
+    """A train CSV (120 rows) and a test CSV (30 rows) of toy reviews."""
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    toy_reviews(120, seed=1).to_csv(train, index=False)
+    toy_reviews(30, seed=2).to_csv(test, index=False)
+    return train, test

@@ -11,13 +11,20 @@ from ui import state
 
 
 @st.cache_resource(show_spinner="Loading the model (the first start converts the bundled model, ~30 s)…")
-def model(name: str = models.BUNDLED) -> models.LoadedModel:
-    return models.load_model(name)
+def model(name: str | None = None) -> models.LoadedModel:
+    return models.load_model(name or models.default_model())  # $PVF_MODEL, else the bundled model
 
 
 @st.cache_resource(show_spinner="Preparing the tokenizer (the first start converts the bundled model, ~30 s)…")
-def token_counter(name: str = models.BUNDLED):
+def token_counter(name: str | None = None):
+    name = name or models.default_model()
     return models.token_counter(name), models.context_length_of(name)
+
+
+@st.cache_resource(show_spinner="Preparing the tokenizer (the first start converts the bundled model, ~30 s)…")
+def tokenizer(name: str | None = None):
+    """The model's tokenizer with its chat template (prompt previews and budgets), without the weights."""
+    return models.load_tokenizer(name or models.default_model())
 
 
 def current_dataset(dataset_id: int | None) -> Dataset | None:

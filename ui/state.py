@@ -2,6 +2,9 @@
 
 ``dataset_id``: the selected dataset (an id in the store). It is mirrored into the ``?dataset=`` query
 parameter so that a page reload, or a shared link, opens the same dataset.
+
+``finetune_run_id``: the fine-tuning run the wizard shows (running or finished), mirrored into ``?run=``
+so that a reload reopens it (``opened_run`` / ``open_run``).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 DATASET_KEY = "dataset_id"
+FINETUNE_RUN_KEY = "finetune_run_id"
 
 
 def selected_dataset_id() -> int | None:
@@ -28,3 +32,22 @@ def select_dataset(dataset_id: int | None) -> None:
         st.query_params.pop("dataset", None)
     else:
         st.query_params["dataset"] = str(dataset_id)
+
+
+def opened_run(key: str = FINETUNE_RUN_KEY, param: str = "run") -> int | None:
+    """The run a page shows, from the session or, after a reload, from the URL's ``?run=``."""
+    if key not in st.session_state:
+        from_url = st.query_params.get(param)
+        st.session_state[key] = int(from_url) if from_url and from_url.isdigit() else None
+    run_id = st.session_state[key]
+    if run_id is not None and st.query_params.get(param) != str(run_id):
+        st.query_params[param] = str(run_id)  # page switches drop query params; put it back
+    return run_id
+
+
+def open_run(run_id: int | None, key: str = FINETUNE_RUN_KEY, param: str = "run") -> None:
+    st.session_state[key] = run_id
+    if run_id is None:
+        st.query_params.pop(param, None)
+    else:
+        st.query_params[param] = str(run_id)

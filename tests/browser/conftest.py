@@ -1,8 +1,9 @@
 """Browser-test fixtures: the real app as a subprocess, and Debian's chromium driven through Playwright.
 
-    app_url  (session) ``streamlit run app.py`` on a free port with its own empty $PVF_HOME; the process
-             group is killed at the end. $PVF_MODEL_CACHE is inherited, so the bundled model's converted
-             folder is shared with the other tests.
+    app_url  (session) ``streamlit run app.py`` on a free port with its own empty $PVF_HOME and the tiny
+             test model as $PVF_MODEL (so fine-tuning takes seconds); the process group is killed at the
+             end. $PVF_MODEL_CACHE is inherited, so the bundled model's converted folder is shared with
+             the other tests.
     browser  (session) one headless chromium.
     page     (per test) a fresh browser context and page, 1300×1000.
 """

@@ -1,0 +1,267 @@
+"""Fine-tuning speed, memory and accuracy: PvF Studio's loop against a plain Trainer + peft script.
+
+    .venv/bin/python bench/bench_finetune.py                      # 500 SST-2 train rows, 200 test rows
+    .venv/bin/python bench/bench_finetune.py --train-rows 128 --test-rows 64 --epochs 1   # a quick look
+
+Both sides train the same LoRA (same model, rank, target modules, epochs, max length, batch size, learning
+rate, seed) on the same rows rendered in the same prompt format, each in its own subprocess so that its peak
+memory (ru_maxrss) is its own. The reference is what a newcomer would write: ``Trainer`` with default
+settings, float32, every row padded to the max length. Both adapters are then scored by the same harness
+(``pvf_core.evaluate``) on the same test rows. The machine's matmul peak is measured in the same run, just
+before each side (the machine is shared, so the numbers move; the ratios are what to read).
+
+Training FLOP/s is counted as 6 × parameters × tokens / s over the example tokens trained on (nanoGPT's
+estimate_mfu), as a fraction of the bf16 matmul peak measured here; the tokens actually computed are fewer
+(the shared prompt prefix runs once per batch), which the "computed" line shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train", default=str(DATASETS / "sst2_train.csv"))
+    p.add_argument("--test", default=str(DATASETS / "sst2_test.csv"))
+    p.add_argument("--train-rows", type=int, default=500, help="first N rows of the train file (10%% validation)")
+    p.add_argument("--test-rows", type=int, default=200)
+    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--learning-rate", type=float, default=5e-4)
+    p.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0 = torch's default)")
+    p.add_argument("--sides", default="reference,ours")
+    p.add_argument("--model", default="bundled")
+    p.add_argument("--instruction", default="")
+    p.add_argument("--json", dest="json_out", default=None, help="also write the results here")
+    p.add_argument("--side", default=None, help=argparse.SUPPRESS)  # internal: run one side in this process
+    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+# -- shared by both sides ---------------------------------------------------------------------------------
+
+def load_rows(args: argparse.Namespace):
+    from pvf_core.data import load_splits
+
+    splits, _ = load_splits(args.train, args.test, max_train=args.train_rows, seed=0)
+    splits.test = splits.test.head(args.test_rows).reset_index(drop=True)
+    return splits
+
+
+def prompt_for(splits, args):
+    from pvf_core.finetune import default_prompt
+
+    return default_prompt(splits, args.instruction)
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_peak(threads: int) -> dict:
+    """GFLOP/s of a 2048² matmul in fp32 and bf16 with these threads, best of 5."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        a @ b
+        best = 0.0
+        for _ in range(5):
+            t = time.perf_counter()
+            a @ b
+            best = max(best, 2 * 2048 ** 3 / (time.perf_counter() - t))
+        out[name] = best
+    return out
+
+
+# -- the reference: Trainer + peft, fp32, pad to max length, default settings ------------------------------
+
+def side_reference(args: argparse.Namespace, out_dir: Path) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
+
+    from pvf_core.models import resolve
+    from pvf_core.prompting import Renderer
+
+    set_threads(args)
+    splits = load_rows(args)
+    spec = prompt_for(splits, args)
+    path = resolve(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.05,
+                                             task_type="CAUSAL_LM"))
+    renderer = Renderer(spec, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = []
+    for text, label in zip(splits.train["text"], splits.train["label"]):
+        answer = renderer.answer_ids(label)
+        prompt = renderer.prompt_ids(text, max_tokens=args.max_length - len(answer))
+        ids = prompt + answer
+        n = args.max_length - len(ids)
+        rows.append({"input_ids": ids + [pad] * n, "attention_mask": [1] * len(ids) + [0] * n,
+                     "labels": [-100] * len(prompt) + answer + [-100] * n})
+    training_args = TrainingArguments(output_dir=str(out_dir / "trainer"), per_device_train_batch_size=args.batch_size,
+                                      num_train_epochs=args.epochs, learning_rate=args.learning_rate, seed=0,
+                                      report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True,
+                                      disable_tqdm=True)
+    trainer = Trainer(model=model, args=training_args, train_dataset=rows, data_collator=default_data_collator)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    adapter = out_dir / "reference-adapter"
+    model.save_pretrained(str(adapter))
+    examples = trainer.state.global_step * args.batch_size
+    examples = min(examples, round(len(rows) * args.epochs))
+    tokens = sum(sum(r["attention_mask"]) for r in rows) * args.epochs
+    return {"side": "reference", "train_seconds": seconds, "examples": examples,
+            "examples_per_second": examples / seconds, "data_tokens": tokens,
+            "computed_tokens": len(rows) * args.max_length * args.epochs,
+            "n_params": sum(p.numel() for p in model.parameters()), "adapter": str(adapter),
+            "peak_rss_mb": peak_rss_mb(), "dtype": "float32", "threads": torch.get_num_threads()}
+
+
+# -- ours: pvf_core.finetune.train_lora ---------------------------------------------------------------------
+
+def side_ours(args: argparse.Namespace, out_dir: Path) -> dict:
+    import torch
+
+    from pvf_core.finetune import LoraSettings, train_lora
+
+    set_threads(args)
+    splits = load_rows(args)
+    settings = LoraSettings(epochs=args.epochs, rank=args.rank, alpha=2 * args.rank, learning_rate=args.learning_rate,
+                            max_length=args.max_length, batch_size=args.batch_size, seed=0)
+    adapter = out_dir / "ours-adapter"
+    result = train_lora(settings, splits, args.model, adapter, prompt=prompt_for(splits, args))
+    return {"side": "ours", "train_seconds": result.train_seconds, "examples": result.train_examples,
+            "examples_per_second": result.examples_per_second, "data_tokens": result.data_tokens,
+            "computed_tokens": result.computed_tokens, "n_params": result.n_params, "adapter": str(adapter),
+            "peak_rss_mb": peak_rss_mb(), "dtype": result.dtype, "threads": torch.get_num_threads(),
+            "steps": result.steps, "best_step": result.best_step, "stopped_early": result.stopped_early,
+            "best_val_loss": result.best_val_loss, "best_val_accuracy": result.best_val_accuracy}
+
+
+def side_score(args: argparse.Namespace, out_dir: Path) -> dict:
+    """Score the untrained model and both adapters with the harness, in one process (same conditions)."""
+    from pvf_core.evaluate import Arm, evaluate
+
+    set_threads(args)
+    splits = load_rows(args)
+    spec = prompt_for(splits, args)
+    scored = {}
+    for name in ["untrained", *args.sides.split(",")]:
+        adapter = None if name == "untrained" else str(out_dir / f"{name}-adapter")
+        if adapter and not Path(adapter).is_dir():
+            continue
+        result = evaluate(Arm(name, spec, model=args.model, adapter=adapter), splits.test, task=splits.task,
+                          labels=splits.labels)
+        scored[name] = {"accuracy": result.metrics["accuracy"], "macro_f1": result.metrics["macro_f1"],
+                        "raw_accuracy": result.metrics["raw"]["accuracy"], "ms_per_example": result.ms_per_example,
+                        "calibration": result.calibration}
+    return scored
+
+
+# -- the driver ---------------------------------------------------------------------------------------------
+
+def run_side(name: str, args: argparse.Namespace, out_dir: Path) -> dict:
+    """One side in a fresh subprocess, so its ru_maxrss is its own."""
+    out = out_dir / f"{name}.json"
+    command = [sys.executable, __file__, "--side", name, "--out", str(out)] + [
+        a for a in sys.argv[1:] if a not in ("--side",)]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env=env, cwd=str(ROOT))
+    data = json.loads(out.read_text())
+    if isinstance(data, dict) and "side" in data:
+        data["process_seconds"] = time.perf_counter() - started
+    return data
+
+
+def main() -> None:
+    args = parse()
+    if args.side:
+        out_dir = Path(args.out).parent
+        work = {"reference": side_reference, "ours": side_ours, "score": side_score, "peak": None}[args.side]
+        data = matmul_peak(args.threads) if work is None else work(args, out_dir)
+        Path(args.out).write_text(json.dumps(data))
+        return
+    out_dir = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
+    print(f"SST-2: first {args.train_rows} train rows (10% validation), {args.test_rows} test rows; "
+          f"r={args.rank}, {args.epochs} epochs, max length {args.max_length}, batch {args.batch_size}, "
+          f"lr {args.learning_rate}; work in {out_dir}", flush=True)
+    sides, peaks = {}, {}
+    for name in args.sides.split(","):
+        peaks[name] = run_side("peak", args, out_dir)
+        print(f"[{name}] machine now: fp32 {peaks[name]['fp32'] / 1e9:.0f} GFLOP/s, bf16 "
+              f"{peaks[name]['bf16'] / 1e9:.0f} GFLOP/s; training...", flush=True)
+        sides[name] = run_side(name, args, out_dir)
+        print(f"[{name}] {sides[name]['examples_per_second']:.2f} examples/s, peak {sides[name]['peak_rss_mb']:.0f} MB",
+              flush=True)
+    print("scoring both adapters with the harness...", flush=True)
+    scores = run_side("score", args, out_dir)
+    report(args, sides, peaks, scores)
+
+
+def report(args: argparse.Namespace, sides: dict, peaks: dict, scores: dict) -> None:
+    lines = ["", f"{'':<11}{'examples/s':>11}{'train s':>9}{'peak MB':>9}{'accuracy':>10}{'raw acc':>9}"
+                 f"{'FLOP/s % of peak':>18}"]
+    results = {"config": vars(args), "sides": sides, "peaks": peaks, "scores": scores}
+    for name, side in sides.items():
+        peak = peaks[name]["bf16" if "bf16" in side["dtype"] else "fp32"]
+        flops = 6 * side["n_params"] * side["data_tokens"] / side["train_seconds"]
+        side["flops"], side["flops_fraction"] = flops, flops / peak
+        side["computed_flops_fraction"] = 6 * side["n_params"] * side["computed_tokens"] / side["train_seconds"] / peak
+        score = scores.get(name, {})
+        lines.append(f"{name:<11}{side['examples_per_second']:>11.2f}{side['train_seconds']:>9.1f}"
+                     f"{side['peak_rss_mb']:>9.0f}{score.get('accuracy', float('nan')):>10.3f}"
+                     f"{score.get('raw_accuracy', float('nan')):>9.3f}{100 * side['flops_fraction']:>17.1f}%")
+    if "untrained" in scores:
+        lines.append(f"{'untrained':<11}{'':>38}{scores['untrained']['accuracy']:>10.3f}"
+                     f"{scores['untrained']['raw_accuracy']:>9.3f}")
+    if {"reference", "ours"} <= set(sides):
+        ref, ours = sides["reference"], sides["ours"]
+        speed = ours["examples_per_second"] / ref["examples_per_second"]
+        memory = ours["peak_rss_mb"] / ref["peak_rss_mb"]
+        delta = scores.get("ours", {}).get("accuracy", 0) - scores.get("reference", {}).get("accuracy", 0)
+        results["ratios"] = {"speed": speed, "memory": memory, "accuracy_delta": delta}
+        lines += ["", f"speed ours/reference:  {speed:.2f}x   (goal >= 4x)",
+                  f"peak memory ours/reference: {memory:.2f}   (goal <= 1)",
+                  f"accuracy ours - reference: {100 * delta:+.1f} points   (goal >= -1)",
+                  f"ours, training FLOP/s (6·N·example tokens/s): {ours['flops'] / 1e9:.0f} GFLOP/s = "
+                  f"{100 * ours['flops_fraction']:.0f}% of the bf16 matmul peak measured now "
+                  f"({peaks['ours']['bf16'] / 1e9:.0f} GFLOP/s; goal >= 35%); counting only the tokens computed "
+                  f"(prefix once per batch): {100 * ours['computed_flops_fraction']:.0f}%"]
+    print("\n".join(lines))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Scores computed from references and predictions alone (no model needed).
+
+    classification_metrics(references, predictions, labels) -> accuracy, macro-F1, per class, confusion
+    text_metrics(references, predictions)                   -> chrF (sacrebleu, 0-100), exact match
+    label_shares(predictions, labels)                       -> share of rows per predicted label
+    collapse(predictions, references, labels)               -> did the model answer (almost) one label?
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+COLLAPSE_SHARE = 0.8  # one label takes at least this share of the answers ...
+COLLAPSE_EXCESS = 0.25  # ... and at least this much more than its share among the true answers
+
+
+def classification_metrics(references: Sequence[str], predictions: Sequence[str], labels: Sequence[str]) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows = true labels)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    refs, preds, labels = [str(r) for r in references], [str(p) for p in predictions], [str(x) for x in labels]
+    if not refs:
+        return {"accuracy": 0.0, "macro_f1": 0.0, "per_class": {}, "confusion": [], "labels": labels}
+    precision, recall, f1, support = precision_recall_fscore_support(refs, preds, labels=labels, zero_division=0)
+    present = [i for i, label in enumerate(labels) if support[i] > 0 or label in preds]
+    macro_f1 = float(sum(f1[i] for i in present) / len(present)) if present else 0.0
+    return {
+        "accuracy": sum(r == p for r, p in zip(refs, preds)) / len(refs),
+        "macro_f1": macro_f1,
+        "per_class": {label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                              "support": int(support[i])} for i, label in enumerate(labels)},
+        "confusion": confusion_matrix(refs, preds, labels=labels).tolist(),
+        "labels": labels,
+    }
+
+
+def text_metrics(references: Sequence[str], predictions: Sequence[str]) -> dict:
+    """chrF (character n-gram F-score, 0-100, sacrebleu's corpus chrF) and the share of exact matches."""
+    import sacrebleu
+
+    refs = [str(r).strip() for r in references]
+    preds = [str(p).strip() for p in predictions]
+    if not refs:
+        return {"chrf": 0.0, "exact_match": 0.0}
+    chrf = sacrebleu.corpus_chrf(preds, [refs]).score
+    exact = sum(" ".join(r.split()) == " ".join(p.split()) for r, p in zip(refs, preds)) / len(refs)
+    return {"chrf": float(chrf), "exact_match": float(exact)}
+
+
+def label_shares(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    """The share of rows that got each label."""
+    counts = Counter(map(str, predictions))
+    total = max(len(predictions), 1)
+    return {str(label): counts.get(str(label), 0) / total for label in labels}
+
+
+def collapse(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str]) -> dict:
+    """Whether the answers collapsed onto one label: its share, and how far that is above the truth."""
+    predicted, true = label_shares(predictions, labels), label_shares(references, labels)
+    top = max(predicted, key=predicted.get) if predicted else ""
+    share = predicted.get(top, 0.0)
+    collapsed = share >= COLLAPSE_SHARE and share - true.get(top, 0.0) >= COLLAPSE_EXCESS
+    return {"label": top, "share": share, "true_share": true.get(top, 0.0), "collapsed": bool(collapsed)}

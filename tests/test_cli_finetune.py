@@ -1,0 +1,154 @@
+"""``python -m pvf_core finetune``: the contract in CONTRACT.md, the job options, and ``accelerate launch``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from conftest import ROOT
+from pvf_core.cli import cli
+
+PROMPT_KEYS = {"arm", "task", "n_test", "metrics", "seconds", "ms_per_example", "peak_rss_mb"}
+FINETUNE_KEYS = PROMPT_KEYS | {"train_seconds", "train_examples_per_second", "adapter_dir", "adapter_mb"}
+TINY = ["--learning-rate", "0.01", "--epochs", "1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("PVF_THREADS", "1")
+    yield
+    torch.set_num_threads(before)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_contract_keys_predictions_and_adapter(tiny_learner_dir, toy_csvs, tmp_path, workspace):
+    train, test = toy_csvs
+    predictions = tmp_path / "out.csv"
+    done = invoke("finetune", "--train", train, "--test", test, "--model", tiny_learner_dir, "--limit", 20,
+                  "--max-train", 100, "--predictions", predictions, "--json", *TINY)
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert FINETUNE_KEYS <= set(result)
+    assert result["task"] == "classification" and result["n_test"] == 20
+    assert result["training"]["train_rows"] == 90 and result["training"]["validation_rows"] == 10
+    assert result["train_examples_per_second"] > 0 and 0 < result["adapter_mb"] < 5
+    folder = result["adapter_dir"]
+    assert folder.startswith(str(workspace)) and os.path.isfile(os.path.join(folder, "adapter_model.safetensors"))
+    rows = pd.read_csv(predictions, keep_default_na=False)
+    assert list(rows.columns) == ["text", "label", "prediction"]
+    assert list(rows["text"]) == list(pd.read_csv(test)["text"].head(20))  # test-file order
+    assert (rows["label"] == rows["prediction"]).mean() == pytest.approx(result["metrics"]["accuracy"])
+    from pvf_core.store import Store
+
+    run = Store().get_run(result["run_id"])
+    assert run.status == "done" and run.kind == "finetune" and run.metrics["accuracy"] == result["metrics"]["accuracy"]
+
+
+def test_output_folder_and_settings_file(tiny_learner_dir, toy_csvs, tmp_path):
+    train, test = toy_csvs
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"rank": 4, "alpha": 8, "epochs": 1, "target_modules": "all-linear"}))
+    out = tmp_path / "adapter"
+    done = invoke("finetune", "--train", train, "--test", test, "--model", tiny_learner_dir, "--limit", 8,
+                  "--settings", settings, "--rank", 2, "--output", out, "--json")
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["adapter_dir"] == str(out) and result["settings"]["rank"] == 2
+    assert result["settings"]["target_modules"] == "all-linear"
+    assert json.loads((out / "run.json").read_text())["settings"]["alpha"] == 8
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--learning-rate", "5"], "Learning rate must be at most"),
+    (["--rank", "0"], "LoRA rank must be at least"),
+])
+def test_bad_settings_exit_2_with_one_plain_line(tiny_model_dir, toy_csvs, args, phrase):
+    train, test = toy_csvs
+    env = {**os.environ}
+    env.pop("PVF_RAISE_ERRORS", None)
+    done = subprocess.run([sys.executable, "-m", "pvf_core", "finetune", "--train", str(train), "--test", str(test),
+                           "--model", str(tiny_model_dir), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and phrase in lines[0], done.stderr
+
+
+def test_single_class_training_data_is_unusable(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("PVF_RAISE_ERRORS", raising=False)
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    pd.DataFrame({"text": [f"row {i}" for i in range(30)], "label": ["spam"] * 30}).to_csv(train, index=False)
+    pd.DataFrame({"text": ["a", "b"], "label": ["spam", "spam"]}).to_csv(test, index=False)
+    done = invoke("finetune", "--train", train, "--test", test, "--model", tiny_model_dir)
+    assert done.exit_code == 2 and "same answer" in done.output
+
+
+def test_estimate_only(tiny_model_dir, toy_csvs):
+    train, test = toy_csvs
+    done = invoke("finetune", "--train", train, "--test", test, "--model", tiny_model_dir, "--estimate", "--json")
+    assert done.exit_code == 0, done.output
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["calibrated"] and found["fits"] and found["steps"] == 28 and found["total_seconds"] > 0
+    assert found["messages"][0].startswith("About")
+
+
+def test_background_queues_a_job(tiny_learner_dir, toy_csvs):
+    from pvf_core import jobs
+
+    train, test = toy_csvs
+    done = invoke("finetune", "--train", train, "--test", test, "--model", tiny_learner_dir, "--limit", 8,
+                  "--background", "--json", *TINY)
+    assert done.exit_code == 0, done.output
+    started = json.loads(done.stdout.strip().splitlines()[-1])
+    assert started["status"] in ("running", "queued") and started["progress_log"].endswith("progress.jsonl")
+    status = jobs.wait(started["run_id"], timeout=300)
+    assert status.status == "done", status.error
+    assert status.result["n_test"] == 8
+
+
+def _launch(launcher: list[str], tiny_learner_dir, toy_csvs, output, workspace) -> dict:
+    train, test = toy_csvs
+    env = {**os.environ, "PVF_HOME": str(workspace), "OMP_NUM_THREADS": "1"}
+    env.pop("PVF_RAISE_ERRORS", None)
+    done = subprocess.run([*launcher, "-m", "pvf_core", "finetune", "--train", str(train), "--test", str(test),
+                           "--model", str(tiny_learner_dir), "--limit", "8", "--output", str(output), "--json", *TINY],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == 1, done.stdout  # only the main process reports
+    assert (output / "adapter_model.safetensors").is_file()
+    return results[0]["training"]
+
+
+def _tool(name: str) -> str:
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+@pytest.mark.skipif(not os.path.exists(_tool("accelerate")), reason="accelerate's launcher is not installed")
+def test_runs_under_accelerate_launch_on_cpu(tiny_learner_dir, toy_csvs, tmp_path, workspace):
+    """The same entry point under `accelerate launch` (on a GPU machine: --multi_gpu --num_processes N)."""
+    launcher = [_tool("accelerate"), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no"]
+    training = _launch(launcher, tiny_learner_dir, toy_csvs, tmp_path / "accelerate", workspace)
+    assert training["train_rows"] == 108 and training["steps"] == 14
+
+
+@pytest.mark.skipif(not os.path.exists(_tool("torchrun")), reason="torchrun is not installed")
+def test_data_parallel_over_two_cpu_processes(tiny_learner_dir, toy_csvs, tmp_path, workspace):
+    """Two processes (gloo on CPU, as DDP over GPUs): each takes every other batch, gradients are averaged."""
+    training = _launch([_tool("torchrun"), "--nproc_per_node", "2"], tiny_learner_dir, toy_csvs, tmp_path / "ddp",
+                       workspace)
+    assert training["train_rows"] == 108 and training["steps"] == 7  # 14 batches, one per process per step

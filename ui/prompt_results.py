@@ -1,0 +1,110 @@
+"""The prompt builder's result views: one scored version in detail, a quick look, the noise over draws."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import streamlit as st
+
+from pvf_core.report import confusion_figure, shares_figure
+
+WRONG = "background-color: #FDE2E1"
+MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~$:])")
+
+
+def plain(text: str) -> str:
+    """User text on one line, safe inside markdown (no formatting, links or line breaks)."""
+    return MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def scores(metrics: dict, timings: dict, task: str) -> None:
+    """The headline numbers of a run: quality, calibration's effect, tokens and time per row."""
+    cols = st.columns(5)
+    if task == "classification":
+        raw = metrics.get("raw", {})
+        calibrated = raw and metrics.get("calibration", "none") != "none"
+        delta = (metrics["accuracy"] - raw["accuracy"]) * 100 if calibrated else None
+        cols[0].metric("Accuracy", f"{metrics['accuracy']:.1%}",
+                       None if delta is None else f"{delta:+.1f} by calibration",
+                       help="Share of the test rows answered right; the arrow shows what calibration added (or cost).")
+        cols[1].metric("Macro-F1", f"{metrics['macro_f1']:.1%}",
+                       help="The F1 score of each answer, averaged so that rare answers count as much as common ones.")
+        if calibrated:
+            cols[2].metric("Uncalibrated", f"{raw['accuracy']:.1%}",
+                           help=f"Accuracy of the raw scores, before '{metrics['calibration']}' calibration.")
+        else:
+            cols[2].metric("Calibration", "none", help="Raw scores were used (see More settings).")
+    else:
+        cols[0].metric("chrF", f"{metrics['chrf']:.1f}", help="Character overlap with the expected output (0–100).")
+        cols[1].metric("Exact match", f"{metrics['exact_match']:.1%}",
+                       help="Share of answers equal to the expected one.")
+    cols[3].metric("Tokens per row", f"{timings.get('prompt_tokens_per_row', 0):,.0f}",
+                   help="What an API would bill for every query: instruction, examples and the row.")
+    cols[4].metric("ms per row", f"{timings.get('ms_per_example', 0):,.1f}", help="Time per test row on this machine.")
+
+
+def collapse_warning(metrics: dict) -> None:
+    collapse, raw = metrics.get("collapse") or {}, (metrics.get("raw") or {}).get("collapse") or {}
+    if collapse.get("collapsed"):
+        st.warning(f"The model answers **{collapse['label']}** for {collapse['share']:.0%} of the rows, but only "
+                   f"{collapse['true_share']:.0%} of the rows are {collapse['label']}: it has collapsed onto one "
+                   "answer. Name every answer in the instruction, describe them in the background, or try "
+                   "balanced examples and calibration.")
+    elif raw.get("collapsed") and metrics.get("calibration", "none") != "none":
+        st.info(f"Before calibration the model answered **{raw['label']}** for {raw['share']:.0%} of the rows; "
+                "calibration corrected that lean.")
+
+
+def answers(result, key: str) -> None:
+    """Which answers the model gives, the confusion matrix and per-answer scores (classification)."""
+    metrics = result.metrics
+    if result.task != "classification":
+        st.markdown(f"chrF **{metrics['chrf']:.1f}**, exact match **{metrics['exact_match']:.1%}**: see the rows for "
+                    "the answers themselves.")
+    else:
+        left, right = st.columns(2)
+        raw = metrics.get("raw", {}).get("prediction_shares") if metrics.get("calibration", "none") != "none" else None
+        left.plotly_chart(shares_figure(metrics["true_shares"], metrics["prediction_shares"], raw), key=f"{key}_shares")
+        right.plotly_chart(confusion_figure(metrics["confusion"], metrics["labels"], "Right and wrong answers"),
+                           key=f"{key}_confusion")
+        per_class = pd.DataFrame(metrics["per_class"]).T.rename_axis("answer").reset_index()
+        per_class["support"] = per_class["support"].astype(int)
+        st.dataframe(per_class.rename(columns={"support": "test rows"}), hide_index=True, key=f"{key}_per_class",
+                     column_config={c: st.column_config.NumberColumn(format="percent")
+                                    for c in ("precision", "recall", "f1")})
+    for warning in result.warnings:
+        st.warning(warning["message"])
+
+
+def rows(frame: pd.DataFrame, task: str, key: str) -> None:
+    """Every row with its expected and given answer; wrong rows highlighted, optionally alone."""
+    expected, answer = ("label", "prediction") if task == "classification" else ("output", "prediction")
+    frame = frame.rename(columns={expected: "expected", answer: "model's answer"})
+    wrong = frame["expected"].astype(str).str.strip() != frame["model's answer"].astype(str).str.strip()
+    frame.insert(0, "right", ["✗" if w else "✓" for w in wrong])
+    frame = frame[["right", "expected", "model's answer", *[c for c in frame if c not in ("right", "expected",
+                                                                                        "model's answer")]]]
+    only_wrong = st.toggle(f"Only the {int(wrong.sum())} wrong rows", key=f"{key}_only_wrong")
+    shown = frame[wrong] if only_wrong else frame
+    styled = shown.style.apply(lambda r: [WRONG if r["right"] == "✗" else ""] * len(r), axis=1)
+    st.dataframe(styled, hide_index=True, height=min(38 + 35 * len(shown), 420), key=f"{key}_rows",
+                 column_config={"right": st.column_config.TextColumn("", width=40)})
+
+
+def quick_look(quick: dict) -> None:
+    """The 'Try on 5 rows' answers (``quick`` is plain data kept in session state)."""
+    st.markdown(f"**Quick look: {quick['right']} of {len(quick['rows'])} right**, {quick['ms_per_row']:.0f} ms per "
+                "row. Five rows say little about the score: run on the test set for that.")
+    rows(pd.DataFrame(quick["rows"]), quick["task"], "pb_quick")
+
+
+def noise(variance: dict, task: str) -> None:
+    """The spread of the score over several example draws."""
+    scale = 100 if variance["metric"] == "accuracy" else 1
+    name = "accuracy" if task == "classification" else "chrF"
+    per_seed = ", ".join(f"{s[variance['metric']] * scale:.1f}" for s in variance["per_seed"])
+    st.markdown(f"Over **{len(variance['per_seed'])}** example draws: {name} **{variance['mean'] * scale:.1f} "
+                f"± {variance['std'] * scale:.1f}** (each draw: {per_seed}). A change to the prompt that moves "
+                f"the score by less than about {2 * variance['std'] * scale:.1f} points may just be which examples "
+                "were drawn.")
