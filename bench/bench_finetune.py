@@ -13,6 +13,10 @@ before each side (the machine is shared, so the numbers move; the ratios are wha
 Training FLOP/s is counted as 6 × parameters × tokens / s over the example tokens trained on (nanoGPT's
 estimate_mfu), as a fraction of the bf16 matmul peak measured here; the tokens actually computed are fewer
 (the shared prompt prefix runs once per batch), which the "computed" line shows.
+
+Threads: by default the reference uses torch's default (all cores) and ours picks its own count by timing
+steps (see finetune.ThreadChooser). On a busy machine that choice alone is worth several times; to compare
+the loops alone, run with ``--threads 1`` (or 2): both sides then use exactly that many.
 """
 
 from __future__ import annotations
@@ -70,10 +74,12 @@ def prompt_for(splits, args):
 
 
 def set_threads(args: argparse.Namespace) -> None:
+    """--threads N: both sides use exactly N threads (ours then does not choose its own count)."""
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+        os.environ["PVF_THREADS"] = str(args.threads)
 
 
 def peak_rss_mb() -> float:
@@ -115,7 +121,7 @@ def side_reference(args: argparse.Namespace, out_dir: Path) -> dict:
     path = resolve(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.05,
+    model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0,
                                              task_type="CAUSAL_LM"))
     renderer = Renderer(spec, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -168,6 +174,17 @@ def side_ours(args: argparse.Namespace, out_dir: Path) -> dict:
             "best_val_loss": result.best_val_loss, "best_val_accuracy": result.best_val_accuracy}
 
 
+def side_estimate(args: argparse.Namespace, out_dir: Path) -> dict:
+    """What estimate() predicts for our side, to print next to what was measured."""
+    from pvf_core.finetune import LoraSettings, estimate
+
+    set_threads(args)
+    splits = load_rows(args)
+    settings = LoraSettings(epochs=args.epochs, rank=args.rank, alpha=2 * args.rank, learning_rate=args.learning_rate,
+                            max_length=args.max_length, batch_size=args.batch_size, seed=0)
+    return estimate(settings, splits, args.model, prompt=prompt_for(splits, args)).to_dict()
+
+
 def side_score(args: argparse.Namespace, out_dir: Path) -> dict:
     """Score the untrained model and both adapters with the harness, in one process (same conditions)."""
     from pvf_core.evaluate import Arm, evaluate
@@ -208,7 +225,8 @@ def main() -> None:
     args = parse()
     if args.side:
         out_dir = Path(args.out).parent
-        work = {"reference": side_reference, "ours": side_ours, "score": side_score, "peak": None}[args.side]
+        work = {"reference": side_reference, "ours": side_ours, "score": side_score, "estimate": side_estimate,
+                "peak": None}[args.side]
         data = matmul_peak(args.threads) if work is None else work(args, out_dir)
         Path(args.out).write_text(json.dumps(data))
         return
@@ -217,6 +235,7 @@ def main() -> None:
           f"r={args.rank}, {args.epochs} epochs, max length {args.max_length}, batch {args.batch_size}, "
           f"lr {args.learning_rate}; work in {out_dir}", flush=True)
     sides, peaks = {}, {}
+    predicted = run_side("estimate", args, out_dir) if "ours" in args.sides else None
     for name in args.sides.split(","):
         peaks[name] = run_side("peak", args, out_dir)
         print(f"[{name}] machine now: fp32 {peaks[name]['fp32'] / 1e9:.0f} GFLOP/s, bf16 "
@@ -226,10 +245,10 @@ def main() -> None:
               flush=True)
     print("scoring both adapters with the harness...", flush=True)
     scores = run_side("score", args, out_dir)
-    report(args, sides, peaks, scores)
+    report(args, sides, peaks, scores, predicted)
 
 
-def report(args: argparse.Namespace, sides: dict, peaks: dict, scores: dict) -> None:
+def report(args: argparse.Namespace, sides: dict, peaks: dict, scores: dict, predicted: dict | None) -> None:
     lines = ["", f"{'':<11}{'examples/s':>11}{'train s':>9}{'peak MB':>9}{'accuracy':>10}{'raw acc':>9}"
                  f"{'FLOP/s % of peak':>18}"]
     results = {"config": vars(args), "sides": sides, "peaks": peaks, "scores": scores}
@@ -258,6 +277,11 @@ def report(args: argparse.Namespace, sides: dict, peaks: dict, scores: dict) -> 
                   f"{100 * ours['flops_fraction']:.0f}% of the bf16 matmul peak measured now "
                   f"({peaks['ours']['bf16'] / 1e9:.0f} GFLOP/s; goal >= 35%); counting only the tokens computed "
                   f"(prefix once per batch): {100 * ours['computed_flops_fraction']:.0f}%"]
+    if predicted and "ours" in sides:
+        results["estimate"] = predicted
+        lines.append(f"estimate() before training said: {predicted['train_seconds']:.0f} s of training, peak "
+                     f"{predicted['peak_mb']:.0f} MB; measured {sides['ours']['train_seconds']:.0f} s, "
+                     f"{sides['ours']['peak_rss_mb']:.0f} MB")
     print("\n".join(lines))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2, default=str))

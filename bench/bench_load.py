@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -118,7 +119,8 @@ async def isolation_check(pages) -> list[str]:
     problems = []
     for k, page in enumerate(pages):
         await page.get_by_text("A dataset you used before", exact=True).click()
-        await page.locator("[data-testid=stSelectbox]").first.click()
+        await page.locator("[data-testid=stSelectbox]", has_text="Dataset").click()  # once the page has rerun
+        await page.get_by_role("option").first.wait_for()
         options = [await o.inner_text() for o in await page.get_by_role("option").all()]
         await page.keyboard.press("Escape")
         others = [o for o in options if "visitor_" in o and f"visitor_{k}.csv" not in o]
@@ -171,10 +173,13 @@ def stop_training(run_id: int, folder: Path) -> dict:
     return {"steps": status.step, "status_while_measuring": status.status}
 
 
-def summary(times: list[float]) -> str:
+def p95(times: list[float]) -> float:
     ordered = sorted(times)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    return f"median {statistics.median(times):6.2f} s   p95 {p95:6.2f} s   ({len(times)} page views)"
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def summary(times: list[float]) -> str:
+    return f"median {statistics.median(times):6.2f} s   p95 {p95(times):6.2f} s   ({len(times)} page views)"
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -218,11 +223,13 @@ async def main(args: argparse.Namespace) -> int:
             server.wait(timeout=15)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(server.pid, signal.SIGKILL)
+        shutil.rmtree(scratch, ignore_errors=True)
     idle, load = phases["idle"], phases["load"]
     print(f"\n{args.sessions} visitors clicking through 4 pages at once; training model: {args.model}")
     print(f"idle : {summary(idle)}")
     print(f"load : {summary(load)}")
-    print(f"ratio load / idle (median page response): {statistics.median(load) / statistics.median(idle):.2f}")
+    print(f"ratio load / idle: median page response {statistics.median(load) / statistics.median(idle):.2f}, "
+          f"p95 {p95(load) / p95(idle):.2f}")
     print("isolation: " + ("every visitor saw only the sample and its own upload" if not problems
                            else "PROBLEM: " + "; ".join(problems)))
     return 1 if problems else 0

@@ -9,7 +9,7 @@ from pvf_core.models import default_model
 from pvf_core.compare import Comparison, comparable_runs, comparison_from_runs, start_comparison
 from pvf_core.errors import PvfError
 from pvf_core.store import Store
-from ui import comparison_view
+from ui import comparison_view, job_view
 from ui.dataset import require_dataset
 
 st.title("Compare prompting and fine-tuning")
@@ -20,22 +20,6 @@ store = Store()
 def open_comparison(run_id: int) -> None:
     st.query_params["comparison"] = str(run_id)  # a permalink: reloading or sharing the URL reopens it
     st.session_state["comparison_id"] = run_id
-
-
-@st.fragment(run_every=2)
-def follow(run_id: int) -> None:
-    status = jobs.job_status(run_id)
-    if status.active:
-        eta = f", about {status.eta_seconds:.0f} s left" if status.eta_seconds else ""
-        st.progress(min(status.percent / 100, 1.0), text=f"{status.percent:.0f}%{eta} · {status.message}")
-        if st.button("Cancel", key=f"cmp_cancel_{run_id}"):
-            jobs.cancel(run_id)
-        return
-    if status.status == "done":
-        open_comparison(run_id)
-    else:
-        st.error(f"The comparison {status.status}: {status.error or status.message}")
-    st.rerun()
 
 
 running = [r for r in jobs.active_jobs() if r.kind == "compare" and r.dataset_id == dataset.id]
@@ -70,7 +54,8 @@ with st.expander("Run the standard comparison", expanded=chosen is None and not 
 
 for run in running:
     st.subheader(f"Running: {run.name}")
-    follow(run.id)
+    job_view.follow(run.id, key="cmp", loss_chart=False, cancel_label="Cancel the comparison",
+                    done_text="Finished: every arm is scored.")
 
 with st.expander("Compare runs you already made"):
     runs = comparable_runs(store, dataset.id)

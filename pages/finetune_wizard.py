@@ -120,6 +120,7 @@ with setup:
     with st.expander("Advanced settings"):
         values |= settings_form.settings_widgets(LoraSettings, preset_settings(chosen), KEY, advanced=True,
                                                  columns=3, bounds=bounds)
+    changed: dict = {}
     try:
         settings = LoraSettings(**values)
     except PvfError as error:

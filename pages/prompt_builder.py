@@ -10,7 +10,7 @@ import json
 
 import streamlit as st
 
-from pvf_core import models
+from pvf_core import demo, models
 from pvf_core.compare import (compare_versions, keep_prompt_version, keep_variance, load_eval_result, prompt_history,
                               wilson_interval)
 from pvf_core.errors import PvfError
@@ -27,6 +27,7 @@ from ui.settings_help import tip
 QUICK_KEY = "pb_quick"
 QUICK_ROWS = 5
 DRAWS = 3  # example draws for the noise check
+FIRST_BATCH = "Scoring the first batch of rows; the time left shows once it is done…"
 LEVEL_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
 COLUMNS = {"accuracy": "accuracy (%)", "macro_f1": "macro-F1 (%)", "chrf": "chrF", "exact_match": "exact match (%)",
            "spread": "± over draws", "prompt_tokens": "prompt tokens per row", "ms_per_row": "ms per row"}
@@ -35,18 +36,20 @@ st.title("Prompt builder")
 dataset = require_dataset()
 store = Store()
 model_name = models.default_model()
-train, test, task = dataset.splits.train, dataset.splits.test, dataset.task
+limits = demo.limits()
+train, task = dataset.splits.train, dataset.task
+test = dataset.splits.test.head(limits.test_rows(len(dataset.splits.test)))  # the public demo scores fewer
 metric, second = ("accuracy", "macro_f1") if task == "classification" else ("chrf", "exact_match")
 presets = SAMPLE_PROMPTS if is_sample_task(dataset.labels) else {}
 prompt_form.restore(dataset, PromptSpec(task=task, labels=dataset.labels))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def check(spec_json: str, model: str, data_key: str, _dataset):
-    """Examples, budget and tips of a draft (tokenizer only), once per spec."""
+def check(spec_json: str, model: str, data_key: str, _train, _test):
+    """Examples, budget and tips of a draft (tokenizer only), once per spec and data (``data_key``)."""
     tokenizer, (_, context) = resources.tokenizer(model), resources.token_counter(model)
-    return check_prompt(PromptSpec.from_dict(json.loads(spec_json)), tokenizer, context, train=_dataset.splits.train,
-                        test_texts=_dataset.splits.test["text"].tolist())
+    return check_prompt(PromptSpec.from_dict(json.loads(spec_json)), tokenizer, context, train=_train,
+                        test_texts=_test["text"].tolist())
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -72,9 +75,11 @@ if presets:
 form_column, view_column = st.columns(2, gap="large")
 with form_column:
     prompt_form.show(dataset)
-try:
+try:  # a spec the form's values make, and what the page shows beside it
     spec, problem = prompt_form.spec_from_form(dataset), None
-except PvfError as error:
+    data_key = f"{dataset.content_hash} {dataset.mapping} {dataset.split} {len(test)}"  # the rows, in any workspace
+    checked = check(json.dumps(spec.to_dict()), model_name, data_key, train, test)
+except PvfError as error:  # e.g. more examples than training rows
     spec, problem = None, error
 prompt_form.remember()
 
@@ -83,12 +88,13 @@ with view_column:
     if spec is None:
         st.warning(f"{problem.message} {problem.hint}")
     else:
-        data_key = f"{dataset.content_hash} {dataset.mapping} {dataset.split}"  # the same rows, in any workspace
-        checked = check(json.dumps(spec.to_dict()), model_name, data_key, dataset)
         row = st.number_input(f"Preview with test row (1 to {len(test)})", 1, len(test), 1, key="pb_preview_row") - 1
         examples = examples_for(train, checked.example_ids[min(row, len(checked.example_ids) - 1)])
         st.code(render_text(spec, resources.tokenizer(model_name), str(test["text"].iloc[row]), examples),
                 language=None, wrap_lines=True, height=340)
+        expected = str(test["label"].iloc[row])
+        st.caption("The model's answer starts right after the last line. Expected for this row: "
+                   f"“{prompt_results.plain(expected if len(expected) <= 120 else expected[:117] + '…')}”.")
         budget = checked.budget
         st.plotly_chart(budget_figure(budget.to_dict()), key="pb_budget", config={"displayModeBar": False})
         st.caption(f"The longest query uses {budget.worst_case:,} of the model's {budget.context_length:,} tokens; "
@@ -105,27 +111,33 @@ with view_column:
     last_ms = history["ms_per_row"].dropna()
     speed = (f" At the last run's speed that takes about {last_ms.iloc[-1] * len(test) / 1000:,.0f} s."
              if len(last_ms) else "")
-    st.caption(f"A quick look answers the first {QUICK_ROWS} test rows. A run scores all {len(test)} test rows and "
-               f"saves the prompt as a new version.{speed}")
+    model_label = models.BUNDLED_LABEL if model_name == models.BUNDLED else model_name
+    demo_note = (f" The public demo scores the first {len(test):,} of {len(dataset.splits.test):,} test rows."
+                 if len(test) < len(dataset.splits.test) else "")
+    st.caption(f"Model: {model_label}. A quick look answers the first {QUICK_ROWS} test rows; a run scores all "
+               f"{len(test)} test rows and saves the prompt as a new version.{speed}{demo_note}")
     left, right = st.columns(2)
     quick = left.button(f"Try on {QUICK_ROWS} rows", key="pb_try", disabled=spec is None, use_container_width=True)
     full = right.button("Run on the test set", key="pb_run", type="primary", disabled=spec is None,
                         use_container_width=True)
-    if quick:
-        with st.spinner(f"Answering {QUICK_ROWS} rows…"):
-            result = run_arm(spec, test.head(QUICK_ROWS))
-        st.session_state[QUICK_KEY] = {
-            "spec": spec.to_dict(), "task": task, "ms_per_row": result.ms_per_example,
-            "right": sum(p.strip() == r.strip() for p, r in zip(result.predictions, result.references)),
-            "rows": result.predictions_frame(scores=False).to_dict("records")}
-    if full:
-        bar = ProgressBar("Loading the model…")
-        result = run_arm(spec, test, on_progress=bar)
-        bar.done()
-        version = keep_prompt_version(store, dataset.id, spec, result)
-        st.session_state["pb_show_version"] = version.id
-        st.success(f"Saved as **{version.name}**: {score_text(result.metrics)}. Its results are below.")
-        history = prompt_history(store, dataset.id, task)
+    try:
+        if quick:
+            with st.spinner(f"Answering {QUICK_ROWS} rows…"):
+                result = run_arm(spec, test.head(QUICK_ROWS))
+            st.session_state[QUICK_KEY] = {
+                "spec": spec.to_dict(), "task": task, "ms_per_row": result.ms_per_example,
+                "right": sum(p.strip() == r.strip() for p, r in zip(result.predictions, result.references)),
+                "rows": result.predictions_frame(scores=False).to_dict("records")}
+        if full:
+            bar = ProgressBar(FIRST_BATCH)
+            result = run_arm(spec, test, on_progress=bar)
+            bar.done()
+            version = keep_prompt_version(store, dataset.id, spec, result)
+            st.session_state["pb_show_version"] = version.id
+            st.success(f"Saved as **{version.name}**: {score_text(result.metrics)}. Its results are below.")
+            history = prompt_history(store, dataset.id, task)
+    except PvfError as error:  # a model that does not load, a prompt that does not fit: say so here
+        st.error(error.message + (f"  \n{error.hint}" if error.hint else ""))
     latest_quick = st.session_state.get(QUICK_KEY)
     if spec is not None and latest_quick and latest_quick["spec"] == spec.to_dict():
         prompt_results.quick_look(latest_quick)
@@ -151,7 +163,7 @@ prompt_results.scores(version.metrics, run.timings, task)
 prompt_results.collapse_warning(version.metrics)
 left, right = st.columns([3, 1])
 left.caption(f"{version_spec.name()} · calibration {version.metrics.get('calibration', 'none')} · "
-             f"{run.timings.get('n_test', len(test))} test rows · model {model_name}")
+             f"{run.timings.get('n_test', len(test))} test rows")
 right.button("Edit this version", key="pb_edit", on_click=prompt_form.apply, args=(version_spec, dataset),
              use_container_width=True, help="Loads this version into the form above.")
 result = kept_result(run.folder) if run.folder else None
@@ -182,13 +194,18 @@ with sure_tab:
                         "draws to see how much the score depends on them.")
         if st.button(f"Rerun with {DRAWS} example draws ({DRAWS * len(test)} rows)", key="pb_noise",
                      help="Scores the same prompt with other randomly drawn examples. " + tip(PromptSpec, "seed")):
-            bar = ProgressBar("Loading the model…")
-            spread = evaluate_seeds(Arm(version_spec.name(), version_spec, model=model_name), test, task=task,
-                                    labels=dataset.labels or None, train=train, loaded=resources.model(model_name),
-                                    seeds=[version_spec.seed + i for i in range(DRAWS)], on_progress=bar)
-            bar.done()
-            keep_variance(store, run.id, spread)
-            st.rerun()
+            bar = ProgressBar(FIRST_BATCH)
+            try:
+                spread = evaluate_seeds(Arm(version_spec.name(), version_spec, model=model_name), test, task=task,
+                                        labels=dataset.labels or None, train=train, loaded=resources.model(model_name),
+                                        seeds=[version_spec.seed + i for i in range(DRAWS)], on_progress=bar)
+            except PvfError as error:
+                st.error(error.message + (f"  \n{error.hint}" if error.hint else ""))
+            else:
+                keep_variance(store, run.id, spread)
+                st.rerun()
+            finally:
+                bar.done()
     elif not variance:
         st.markdown("**Which examples were drawn.** None are drawn at random here (zero-shot, hand-picked or "
                     "'similar'), so a redraw would give the same score.")
@@ -217,7 +234,9 @@ with compare_tab:
         side.columns = ["before", "after"]
         side["change"] = side["after"] - side["before"]
         side.index = [COLUMNS[k] for k in side.index]
-        st.dataframe(side.round(1))
+        st.dataframe(side, column_config={"before": st.column_config.NumberColumn(format="%.1f"),
+                                          "after": st.column_config.NumberColumn(format="%.1f"),
+                                          "change": st.column_config.NumberColumn(format="%+.1f")})
         changes = [prompt_results.plain(c) for c in outcome["changes"]]
         st.markdown("**What changed**\n" + ("\n".join(f"- {c}" for c in changes) if changes
                                             else "\nNothing: the same prompt."))

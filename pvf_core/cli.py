@@ -225,12 +225,14 @@ def _prompt_summary(r: dict[str, Any]) -> str:
 @click.option("--output", type=click.Path(file_okay=False), default=None, help="Folder for the report, predictions and adapter (default: a new run folder in the workspace).")
 @click.option("--predictions", type=click.Path(dir_okay=False), default=None, help="Write one row per test row with a prediction_<arm> column per arm.")
 @click.option("--run-id", type=int, default=None, hidden=True, help="Internal: the job this process runs.")
+@click.option("--name", "dataset_name", default=None, help="The data's name in the report (default: the train file's name).")
 @column_options
 @common_options
 @handle_errors
 def compare(train_path: str, test_path: str, validation: str | None, shots: str, max_train: int | None, limit: int | None,
             epochs: float | None, learning_rate: float | None, rank: int | None, instruction: str,
-            learning_curve: bool, output: str | None, predictions: str | None, run_id: int | None, model: str,
+            learning_curve: bool, output: str | None, predictions: str | None, run_id: int | None,
+            dataset_name: str | None, model: str,
             seed: int, as_json: bool, **columns: Any) -> None:
     """Run zero-shot, k-shot and LoRA arms on the same test rows; recommend one and write a report."""
     from .compare import run_comparison
@@ -252,7 +254,7 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
         report = _stderr_progress(log)
         comparison = run_comparison(splits, model=model, shots=shot_counts, limit=limit, seed=seed, lora=lora,
                                     learning_curve=learning_curve, output_dir=folder, instruction=instruction,
-                                    dataset=os.path.basename(train_path), on_progress=report,
+                                    dataset=dataset_name or os.path.basename(train_path), on_progress=report,
                                     should_stop=log.should_stop)
         paths = write_report(comparison, folder)
         if predictions:
@@ -501,6 +503,8 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
     arm = run.arm()
     _use_threads(trained.threads)  # what the training found fastest on this machine right now
     progress(f"Scoring {len(splits.test)} test rows with the adapter...")
+    log.write({"event": "status", "status": "running",
+               "message": f"Training finished; scoring {len(splits.test)} test rows with the adapter."})
     scored = evaluate(arm, splits.test, task=splits.task, labels=splits.labels or None,
                       on_progress=_eval_progress(), should_stop=log.should_stop)
     run.with_evaluation(scored)

@@ -330,7 +330,7 @@ def _reasons(winner: ArmSummary, summaries: Sequence[ArmSummary], tests: dict, t
                            f"(+{gap:.1f} points, p = {test.p_value:.3f}: unlikely to be luck).")
         elif other.arm in tied or (test is not None and not test.significant):
             reasons.append(f"{other.arm} scores {other.score:.1%} against its {winner.score:.1%}: a difference "
-                           f"the test set cannot confirm, so the cheaper and simpler choice wins.")
+                           f"the test set cannot confirm, so speed, cost and effort decide.")
         else:
             reasons.append(f"{other.arm} scores {other.score:.1%} against its {winner.score:.1%}, but "
                            f"{winner.arm} wins on your priorities (speed, cost, effort).")
@@ -338,10 +338,16 @@ def _reasons(winner: ArmSummary, summaries: Sequence[ArmSummary], tests: dict, t
     if winner.ms_per_query < slowest.ms_per_query and slowest.arm != winner.arm:
         reasons.append(f"It answers in {winner.ms_per_query:.0f} ms per text against {slowest.ms_per_query:.0f} ms "
                        f"for {slowest.arm}.")
-    reasons.append(f"At your volume it costs ${winner.cost.monthly_cost:,.2f} a month "
-                   f"(${winner.cost.cost_per_1000:.4f} per 1,000 texts"
-                   + (f", plus ${winner.cost.one_off_cost:.2f} of training once)." if winner.cost.one_off_cost else ")."))
+    reasons.append(f"At your volume it costs {_money(winner.cost.monthly_cost)} a month "
+                   f"({_money(winner.cost.cost_per_1000)} per 1,000 texts"
+                   + (f", plus {_money(winner.cost.one_off_cost)} of training once)." if winner.cost.one_off_cost
+                      else ")."))
     return reasons
+
+
+def _money(dollars: float) -> str:
+    """Dollars with as many decimals as a small amount needs: $12.30, $0.0042."""
+    return f"${dollars:,.2f}" if dollars >= 0.1 or dollars == 0 else f"${dollars:.2g}"
 
 
 def _what_would_change(winner: ArmSummary, summaries: Sequence[ArmSummary], break_even: float | None,
@@ -770,7 +776,7 @@ def start_comparison(dataset: Any, *, model: str = "bundled", shots: Sequence[in
                            settings=settings, status="created")
     folder = run_folder(run_id)
     args = ["compare", *write_splits(dataset.splits, folder / "data"), "--shots", ",".join(map(str, shots)),
-            "--model", model, "--seed", str(seed), "--output", str(folder)]
+            "--model", model, "--seed", str(seed), "--output", str(folder), "--name", dataset.name]
     if max_train:
         args += ["--max-train", str(int(max_train))]
     if limit:

@@ -168,8 +168,7 @@ def describe_limits(settings: DemoSettings | None = None) -> list[str]:
     if not s.enabled:
         return []
     lines = [
-        "This is a public demo. What you upload and run is visible only in this browser tab; nobody else "
-        "sees it.",
+        "What you upload and run here is visible only in this browser tab; nobody else sees it.",
         f"It is deleted {_hours(s.ttl_hours)} after your last click. Reloading the page starts a fresh, empty "
         "workspace. Do not upload personal or confidential data.",
         f"CSV files may have up to {_number(s.max_upload_mb)} MB and {s.max_rows:,} rows.",
@@ -433,6 +432,7 @@ def _low_disk(s: DemoSettings) -> bool:
 
 _housekeeper: threading.Thread | None = None
 _housekeeper_lock = threading.Lock()
+_housekeeper_stop = threading.Event()
 
 
 def start_housekeeper(interval: float = 60.0) -> threading.Thread:
@@ -440,17 +440,25 @@ def start_housekeeper(interval: float = 60.0) -> threading.Thread:
     global _housekeeper
     with _housekeeper_lock:
         if _housekeeper is None or not _housekeeper.is_alive():
+            _housekeeper_stop.clear()
             _housekeeper = threading.Thread(target=_housekeeping_loop, args=(interval,), name="pvf-demo-housekeeper",
                                             daemon=True)
             _housekeeper.start()
         return _housekeeper
 
 
+def stop_housekeeper() -> None:
+    """End the housekeeping thread (tests that call ``housekeeping`` themselves)."""
+    with _housekeeper_lock:
+        _housekeeper_stop.set()
+        if _housekeeper is not None:
+            _housekeeper.join(timeout=30)
+
+
 def _housekeeping_loop(interval: float) -> None:
-    while True:
+    while not _housekeeper_stop.wait(interval):
         try:
             if not enabled():
-                time.sleep(interval)
                 continue
             done = housekeeping()
             if done["stopped"] or done["removed"]:
@@ -458,7 +466,6 @@ def _housekeeping_loop(interval: float) -> None:
                          len(done["stopped"]), len(done["removed"]))
         except Exception as error:  # noqa: BLE001 - keep the loop alive; the next round retries
             LOG.warning("demo housekeeping failed: %s", type(error).__name__)
-        time.sleep(interval)
 
 
 # -- the bundled model without pip (Streamlit Community Cloud) -------------------------------------------

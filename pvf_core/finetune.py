@@ -84,9 +84,9 @@ class LoraSettings:
         "times the adapter's output). Usually twice the rank; raising it acts like a higher learning rate.",
         min=0.1, max=1024, label="LoRA alpha", advanced=True)
     dropout: float = setting(
-        0.05, "Share of the adapter's inputs randomly hidden during training, so it cannot rely on single "
-        "features. Raise it (0.1-0.2) when validation loss rises early; 0 for large data.", min=0.0, max=0.5,
-        label="LoRA dropout", advanced=True)
+        0.0, "Share of the adapter's inputs randomly hidden during training, so it cannot rely on single "
+        "features. Raise it (0.05-0.2) when validation loss rises early; too high and it learns slowly. 0 (peft's "
+        "default) is also the fastest.", min=0.0, max=0.5, label="LoRA dropout", advanced=True)
     target_modules: str = setting(
         "attention", "Which weight matrices get an adapter: 'attention' (the model's standard choice, for "
         "SmolLM2 the query and value projections; smallest and fastest), 'all-linear' (every layer: more "
@@ -356,6 +356,18 @@ def train_dtype() -> Any:
     return best_dtype()
 
 
+# On CPU, plain ("eager") attention trained 1.1-1.4x faster than PyTorch's fused kernel for rows of 30-130
+# tokens; it holds the attention weights for backward, so longer rows keep the fused kernel.
+EAGER_ATTENTION_MAX_LENGTH = 512
+
+
+def _set_attention(model: Any, implementation: str) -> None:
+    try:
+        model.set_attn_implementation(implementation)
+    except (AttributeError, ValueError, ImportError):
+        pass  # a model that offers only its own attention keeps it
+
+
 def add_lora(model: Any, settings: LoraSettings) -> Any:
     """Wrap ``model`` with fresh LoRA adapters (float32, whatever the base weights' dtype)."""
     from peft import LoraConfig, get_peft_model
@@ -620,6 +632,8 @@ def train_lora(settings: LoraSettings, splits: Splits, model_name: str = "bundle
 
     # -- model: LoRA adapters on a private copy of the base model --------------------------------------
     device = accelerator.device
+    if device.type == "cpu" and settings.max_length <= EAGER_ATTENTION_MAX_LENGTH:
+        _set_attention(loaded.model, "eager")
     model = add_lora(loaded.model, settings).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in model.parameters())
@@ -975,7 +989,7 @@ result = evaluate(arm, test_frame, task="{run.task}")
 {t.get('n_trainable', 0):,} trainable parameters, {t.get('adapter_mb', 0)} MB).
 
 ## Data
-{run.data.get('train_rows')} training rows (content hash `{run.data.get('hash')}`), validation on
+{run.data.get("train_rows")} training rows (hash of the training and validation rows: `{run.data.get("hash")}`); validation on
 {run.data.get('validation_rows_checked')} held-out rows. Prompt: zero-shot, instruction
 "{run.prompt.get('instruction') or '(generic)'}"; the adapter learned to answer in this exact format.
 
@@ -1140,6 +1154,7 @@ def _calibration(model_name: str, settings: LoraSettings, plan: dict, run: bool)
     from .store import workspace_dir
 
     key = {"model": str(model_name), "dtype": str(train_dtype()), "rank": settings.rank,
+           "eager": settings.max_length <= EAGER_ATTENTION_MAX_LENGTH and not _cuda_available(),
            "targets": settings.target_modules, "prefix": plan["prefix"], "answer": plan["answer"],
            "median": list(plan["median"]), "widest": list(plan["widest"]), "threads": os.cpu_count(),
            "python": sys.executable}
@@ -1168,6 +1183,8 @@ def _calibrate_here(key: dict) -> dict:
 
     started = time.perf_counter()
     loaded = load_model(key["model"], dtype=train_dtype(), fresh=True)
+    if key.get("eager"):
+        _set_attention(loaded.model, "eager")
     settings = LoraSettings(rank=key["rank"], target_modules=key["targets"], dropout=0.0)
     model = add_lora(loaded.model, settings)
     load_seconds = time.perf_counter() - started

@@ -500,7 +500,8 @@ def _lint_instruction(spec: PromptSpec) -> list[LintTip]:
     words = re.findall(r"\w+", text)
     vague = [w for w in VAGUE_WORDS if re.search(rf"\b{re.escape(w)}\b", text.lower())]
     if len(words) < MIN_INSTRUCTION_WORDS or vague:
-        reason = f"only {len(words)} words" if len(words) < MIN_INSTRUCTION_WORDS else f"vague words ({', '.join(vague)})"
+        short = len(words) < MIN_INSTRUCTION_WORDS
+        reason = f"only {len(words)} words" if short else f"vague words ({', '.join(vague)})"
         return [LintTip("vague_instruction", f"The instruction is very short or vague ({reason}).",
                         "Say what the texts are, what the answer means and what to do in unclear cases; a small "
                         "model depends on that more than a large one.", numbers={"words": len(words)})]

@@ -3,6 +3,8 @@
 Customer-support messages sorted into four teams (billing, technical, shipping, account). The templates
 mix a topic phrase, a detail and a tone, and a few messages mention two topics, so the task is
 learnable but not trivial for a small model.
+
+``SAMPLE_PROMPTS`` are ready-made prompts for it (the Prompt builder's "Start from an example").
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ def demo_on(monkeypatch):
     import streamlit as st
 
     shown = st.get_option("client.showErrorDetails")
+    demo.stop_housekeeper()  # an app test may have started it: it must not race the housekeeping tests here
     monkeypatch.setattr(demo, "STOP_GRACE_SECONDS", 0.5)
     monkeypatch.setenv("PVF_DEMO", "1")
     monkeypatch.setenv("PVF_DEMO_MIN_FREE_MB", "0")  # never delete a test's folders because this disk is full
@@ -296,6 +297,22 @@ def test_idle_sessions_expire_but_never_one_with_a_running_job(demo_on):
     assert [f.name for f in demo.session_folders()] == ["b" * 32]
 
 
+def test_the_housekeeper_thread_does_it_every_interval(demo_on):
+    folder = demo.session_workspace("a" * 32)
+    long_ago = time.time() - 3 * 3600
+    os.utime(folder / demo.LAST_SEEN, (long_ago, long_ago))
+    thread = demo.start_housekeeper(interval=0.05)
+    try:
+        assert demo.start_housekeeper(interval=0.05) is thread  # one per process
+        deadline = time.monotonic() + 10
+        while folder.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not folder.exists()
+    finally:
+        demo.stop_housekeeper()
+    assert not thread.is_alive()
+
+
 def test_a_low_disk_removes_idle_sessions_least_recently_used_first(demo_on, monkeypatch):
     folders = [demo.session_workspace(x * 32) for x in "ab"]
     os.utime(folders[0] / demo.LAST_SEEN, (time.time() - 60, time.time() - 60))
@@ -331,8 +348,9 @@ def test_fetch_bundled_model_checks_the_checksum(tmp_path, monkeypatch):
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     url = f"http://127.0.0.1:{server.server_port}"
-    (root / "release.json").write_text(json.dumps({"urls": [{"packagetype": "sdist", "url": "nope"},
-                                                            {"packagetype": "bdist_wheel", "url": f"{url}/wheel.whl"}]}))
+    release = {"urls": [{"packagetype": "sdist", "url": "nope"},
+                        {"packagetype": "bdist_wheel", "url": f"{url}/wheel.whl"}]}
+    (root / "release.json").write_text(json.dumps(release))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("PVF_MODEL_CACHE", str(tmp_path / "cache"))
     try:
@@ -415,7 +433,8 @@ OWN_CSV = ("text,label\n" + "".join(f"alpha secret row {i} about {'cats' if i % 
 
 def test_a_new_session_starts_with_the_sample_the_limits_and_the_ready_made_comparison(app):
     at = run(app())
-    assert texts(at.info)[0].startswith("**Public demo.** This is a public demo.")
+    assert texts(at.info)[0] == ("**Public demo.** What you upload and run here is visible only in this browser "
+                                 "tab; nobody else sees it. Its limits are listed in the sidebar.")
     sidebar = " ".join(texts(at.sidebar.markdown))
     assert "up to 2 MB and 5,000 rows" in sidebar and "deleted 2 hours after your last click" in sidebar
     assert selected(at).startswith(f"Selected: **{SAMPLE_NAME}**")

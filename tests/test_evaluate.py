@@ -83,6 +83,18 @@ def test_bf16_scores_stay_close_to_float32(tiny_model, tiny32):
                                atol=0.1)
 
 
+def test_batches_respect_the_token_and_cache_budgets():
+    from pvf_core.evaluate import KV_BUDGET_TOKENS, _batches
+
+    lengths = [5, 30, 10, 30, 12, 7]
+    batches = _batches(lengths, batch_tokens=60, max_rows=64)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert batches[0] == [1, 3]  # longest first, so little padding
+    assert all(len(b) * max(lengths[i] for i in b) <= 60 for b in batches)
+    assert all(len(b) == 1 for b in _batches(lengths, 10**6, 64, prefix=KV_BUDGET_TOKENS - 20))
+    assert max(len(b) for b in _batches([3] * 100, 10**6, max_rows=16)) == 16
+
+
 def test_progress_and_stop(tiny32):
     prompts, answers = prompts_and_answers(tiny32)
     seen = []
@@ -183,7 +195,8 @@ def test_evaluate_classification(tiny_model):
     assert result.n_test == 6 and seen[-1] == (6, 6)
     assert set(result.predictions) <= {"negative", "positive"}
     assert all(abs(sum(s.values()) - 1) < 1e-6 for s in result.label_scores)
-    assert {"accuracy", "macro_f1", "per_class", "confusion", "labels", "raw", "prediction_shares"} <= set(result.metrics)
+    expected = {"accuracy", "macro_f1", "per_class", "confusion", "labels", "raw", "prediction_shares", "collapse"}
+    assert expected <= set(result.metrics)
     assert result.calibration == "batch" and len(result.latencies_ms) == 6
     assert result.prompt_tokens_per_row > result.computed_tokens_per_row > 0
     assert result.budget["examples_that_fit"] > 0
@@ -261,7 +274,7 @@ def test_save_prompt_version(tiny_model):
 
 @pytest.mark.slow
 def test_bundled_model_beats_chance_on_sst2(bundled_model):
-    """200 SST-2 test rows, 4 balanced examples, batch calibration: measured 0.745 (chance 0.5)."""
+    """200 SST-2 test rows, 4 balanced examples, batch calibration: measured 0.715-0.72 over 3 seeds (chance 0.5)."""
     train = pd.read_csv(dataset_path("sst2_train.csv"), keep_default_na=False)
     test = pd.read_csv(dataset_path("sst2_test.csv"), keep_default_na=False).head(200)
     spec = PromptSpec(shots=4, instruction="Decide whether the sentiment of the movie review is positive or negative.")

@@ -104,7 +104,8 @@ def test_rows_are_encoded_exactly_as_the_harness_renders_them(tiny_model):
         encode(frame, spec, tiny_model.tokenizer, max_length=16)
 
 
-def test_sharing_the_prefix_gives_the_same_loss_and_gradients(tiny_model_dir):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_sharing_the_prefix_gives_the_same_loss_and_gradients(tiny_model_dir, attention):
     """The prefix-once path must compute exactly what running every row in full computes."""
     import torch
 
@@ -112,6 +113,7 @@ def test_sharing_the_prefix_gives_the_same_loss_and_gradients(tiny_model_dir):
     from pvf_core.prompting import PromptSpec
 
     loaded = load_model(str(tiny_model_dir), dtype=torch.float32, fresh=True)
+    loaded.model.set_attn_implementation(attention)
     model = finetune.add_lora(loaded.model, LoraSettings(dropout=0.0, target_modules="all-linear"))
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -308,9 +310,14 @@ def test_estimate_measures_once_and_says_whether_it_fits(tiny_model_dir):
 
 
 def test_estimate_says_when_a_run_would_not_fit(tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(finetune, "_available_mb", lambda: 50.0)
+    measured = {"step_seconds": 0.01, "token_seconds": 1e-5, "forward_token_seconds": 3e-6, "load_seconds": 1.0,
+                "peak_mb": 900.0}
+    monkeypatch.setattr(finetune, "_calibration", lambda *args, **kwargs: measured)
+    monkeypatch.setattr(finetune, "_available_mb", lambda: 500.0)
     found = finetune.estimate(quick(), toy_splits(), str(tiny_model_dir))
-    assert not found.fits and "would not fit" in " ".join(found.messages)
+    assert not found.fits and found.peak_mb == 900.0 and "would not fit" in " ".join(found.messages)
+    monkeypatch.setattr(finetune, "_available_mb", lambda: 5000.0)
+    assert finetune.estimate(quick(), toy_splits(), str(tiny_model_dir)).fits
 
 
 # -- helpers of the wizard page ---------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def test_a_job_survives_an_app_restart_and_runs_to_done(tiny_learner_dir):
     events = jobs.read_progress(run_id)
     progress = [e for e in events if e["event"] == "progress"]
     assert progress and all(PROGRESS_KEYS <= set(e) for e in progress)
-    assert [e["status"] for e in events if e["event"] == "status"] == ["running", "done"]
+    assert [e["status"] for e in events if e["event"] == "status"] == ["running", "running", "done"]
     assert "leakage" not in {w["code"] for w in status.warnings}
     run = Store().get_run(run_id)
     assert run.status == "done" and "accuracy" in run.metrics and run.timings["train_seconds"] > 0

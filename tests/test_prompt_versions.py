@@ -84,8 +84,8 @@ def test_history_noise_and_two_versions_side_by_side(sample, tiny_model):
     zero, few = SAMPLE_PROMPTS["Plain zero-shot"], SAMPLE_PROMPTS["4 examples, balanced"]
     first = keep_prompt_version(store, sample.id, zero, score(zero, sample, tiny_model))
     second = keep_prompt_version(store, sample.id, few, score(few, sample, tiny_model), name="balanced four")
-    spread = evaluate_seeds(Arm("4-shot", few), sample.splits.test.head(ROWS), task="classification", labels=sample.labels,
-                            train=sample.splits.train, loaded=tiny_model, seeds=[0, 1, 2])
+    spread = evaluate_seeds(Arm("4-shot", few), sample.splits.test.head(ROWS), task="classification",
+                            labels=sample.labels, train=sample.splits.train, loaded=tiny_model, seeds=[0, 1, 2])
     keep_variance(store, second.run_id, spread)
 
     history = prompt_history(store, sample.id, "classification")

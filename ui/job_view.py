@@ -105,9 +105,12 @@ def _progress(status: jobs.JobStatus, steps: list[dict]) -> tuple[float, str]:
     """The bar's fill and its text: loading, training step n of N with time left, or scoring."""
     if not steps:
         return 0.0, "Starting: loading the model and preparing the rows…"
-    if status.total_steps and status.step >= status.total_steps:
+    if status.total_steps and status.step >= status.total_steps and not steps[-1].get("message"):
         return 1.0, "Training finished; now scoring the test rows with the new adapter…"
-    text = f"{status.percent:.0f}% · step {status.step} of {status.total_steps}"
+    if steps[-1].get("message"):  # a job of several stages (a comparison) says which one it is in
+        text = f"{status.percent:.0f}% · {steps[-1]['message']}"
+    else:
+        text = f"{status.percent:.0f}% · step {status.step} of {status.total_steps}"
     if status.eta_seconds:
         text += f" · about {duration(status.eta_seconds)} left"
     return min(status.percent / 100, 1.0), text

@@ -15,15 +15,18 @@ class ProgressBar:
         self.started = time.monotonic()
 
     def __call__(self, done: int, total: int, message: str) -> None:
-        share = done / total if total else 1.0
-        elapsed = time.monotonic() - self.started
-        left = elapsed / done * (total - done) if done else None
-        eta = f" · about {_duration(left)} left" if left is not None and done < total else ""
-        self.bar.progress(min(share, 1.0), text=f"{share:.0%}{eta} · {message}")
+        self.bar.progress(min(done / total, 1.0) if total else 1.0,
+                          text=progress_text(done, total, time.monotonic() - self.started, message))
 
     def done(self) -> None:
         self.bar.empty()
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+def progress_text(done: int, total: int, elapsed: float, message: str) -> str:
+    """'40% · about 12 s left · Scored 40/100 rows': the time left assumes the pace so far."""
+    share = done / total if total else 1.0
+    parts = [f"{share:.0%}"]
+    if 0 < done < total:
+        left = elapsed / done * (total - done)
+        parts.append(f"about {left:.0f} s left" if left < 90 else f"about {left / 60:.0f} min left")
+    return " · ".join(parts + [message])

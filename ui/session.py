@@ -107,7 +107,7 @@ def _banner(settings: demo.DemoSettings, expired: bool) -> None:
                    "this is a fresh one with the sample data.")
     st.info(f"**Public demo.** {lines[0]} Its limits are listed in the sidebar.", icon="🔒")
     with st.sidebar:
-        st.markdown("**About this demo**\n\n" + "\n".join(f"- {line}" for line in lines))
+        st.markdown("**About this public demo**\n\n" + "\n".join(f"- {line}" for line in lines))
 
 
 @contextmanager

@@ -223,3 +223,24 @@ def test_overfitting_is_explained_in_plain_words_next_to_the_loss_chart():
     assert any(c.startswith("**Training loss**") for c in texts(at.caption))
     assert any(i.startswith("Cancelled at 75%") for i in texts(at.info))
     assert "5. Result" not in texts(at.header)
+
+
+def test_the_public_demo_caps_rows_and_passes_and_may_switch_training_off(monkeypatch):
+    import streamlit as st
+
+    shown = st.get_option("client.showErrorDetails")
+    for name, value in (("PVF_DEMO", "1"), ("PVF_DEMO_MIN_FREE_MB", "0"), ("PVF_DEMO_MAX_TRAIN_ROWS", "100"),
+                        ("PVF_DEMO_MAX_EPOCHS", "1"), ("PVF_DEMO_MAX_JOBS", "0")):
+        monkeypatch.setenv(name, value)
+    try:
+        at = run(new_app())  # a demo session starts with the sample selected
+        at.switch_page(WIZARD)
+        run(at)
+        assert at.number_input(key="ftw_train_rows").value == 100
+        assert widget(at, "epochs").value == 1  # Balanced asks for 2 passes; the demo allows 1
+        assert any(c.startswith("The public demo trains on at most 100 rows") for c in texts(at.caption))
+        run(at.button(key="ftw_start").click())
+        assert any(e.startswith("Fine-tuning is switched off in this public demo.") for e in texts(at.error))
+        assert "run" not in at.query_params
+    finally:
+        st.set_option("client.showErrorDetails", shown)  # demo mode hides tracebacks process-wide

@@ -111,8 +111,8 @@ def test_zero_shot_then_two_shot_versions(builder, sample):
     assert list(history["name"]) == [v.name for v in versions]
     assert any(plain("Examples (shots): 0 → 2") in m for m in texts(at.markdown))  # the diff of the two versions
     side = frame_with(at, "before")
-    assert side.loc["accuracy (%)", "before"] == round(versions[0].metrics["accuracy"] * 100, 1)
-    assert side.loc["accuracy (%)", "after"] == round(versions[1].metrics["accuracy"] * 100, 1)
+    assert side.loc["accuracy (%)", "before"] == pytest.approx(versions[0].metrics["accuracy"] * 100)
+    assert side.loc["accuracy (%)", "after"] == pytest.approx(versions[1].metrics["accuracy"] * 100)
     assert any("points of accuracy" in m or "score the same accuracy" in m for m in texts(at.markdown))
 
 
@@ -220,3 +220,61 @@ def test_a_text_to_text_dataset(monkeypatch, tiny_model_dir, workspace):
     assert metrics(at)["Exact match"] == f"{version.metrics['exact_match']:.1%}"
     rows_shown = frame_with(at, "model's answer")
     assert list(rows_shown["expected"]) == list(dataset.splits.test["label"])
+
+
+def test_progress_text_has_the_time_left():
+    from ui.progress import progress_text
+
+    assert progress_text(64, 96, 8.0, "Scored 64/96 rows") == "67% · about 4 s left · Scored 64/96 rows"
+    assert progress_text(10, 100, 60.0, "m") == "10% · about 9 min left · m"
+    assert progress_text(96, 96, 12.0, "Scored 96/96 rows") == "100% · Scored 96/96 rows"
+
+
+def test_more_examples_than_training_rows_is_explained(monkeypatch, tiny_model_dir, workspace):
+    from pvf_core.data import ColumnMapping, SplitSettings, read_csv, register_dataset
+
+    rows = "".join(f"row {i} is {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}\n" for i in range(12))
+    table = read_csv(("text,label\n" + rows).encode(), name="small.csv")
+    dataset = register_dataset(table, ColumnMapping("classification", "text", "label"),
+                               SplitSettings(test_fraction=0.5))
+    monkeypatch.setenv("PVF_MODEL", str(tiny_model_dir))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["dataset"] = str(dataset.id)
+    run(at)
+    at = run(at.switch_page("pages/prompt_builder.py"))
+    run(at.radio(key="pb_examples").set_value("few"))
+    run(at.slider(key="pb_shots").set_value(16))
+    assert any("examples were asked for, but only" in w for w in texts(at.warning))
+    assert at.button(key="pb_run").disabled and at.button(key="pb_try").disabled
+    assert not at.code  # no preview of a prompt that cannot be built
+
+
+@pytest.fixture
+def demo_mode(monkeypatch):
+    """PVF_DEMO=1 for one test; afterwards the process-wide demo setup (ui.session) is undone."""
+    from streamlit import config
+
+    from pvf_core import store
+    from ui import session
+
+    monkeypatch.setenv("PVF_DEMO", "1")
+    monkeypatch.setenv("PVF_DEMO_MIN_FREE_MB", "0")
+    shown = config.get_option("client.showErrorDetails")
+    yield
+    session._process_setup.clear()
+    store.set_workspace_resolver(None)
+    config.set_option("client.showErrorDetails", shown)
+
+
+def test_the_public_demo_scores_fewer_test_rows(monkeypatch, tiny_model_dir, demo_mode):
+    monkeypatch.setenv("PVF_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("PVF_DEMO_MAX_TEST_ROWS", "20")
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    run(at)  # a new demo session starts with the sample selected
+    at = run(at.switch_page("pages/prompt_builder.py"))
+    assert any("The public demo scores the first 20 of 96 test rows." in c for c in texts(at.caption))
+    run(at.button(key="pb_run").click())
+    assert any(c.endswith("· 20 test rows") for c in texts(at.caption))
+    assert len(frame_with(at, "model's answer")) == 20

@@ -16,7 +16,8 @@ from test_bad_csv import EXPECTED, Fails
 
 BAD = FIXTURES / "bad_csv"
 TIMEOUT = 120
-HEADLINES = ("**This file cannot be used.** ", "**These columns cannot be used.** ", "**This data cannot be used yet.** ")
+HEADLINES = ("**This file cannot be used.** ", "**These columns cannot be used.** ",
+             "**This data cannot be used yet.** ")
 
 
 @pytest.fixture(scope="module")

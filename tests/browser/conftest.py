@@ -44,12 +44,12 @@ def _healthy(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
+def app_url(tmp_path_factory, tiny_model_dir):
     """The URL of a running PvF Studio (one server for the whole test session)."""
     home = tmp_path_factory.mktemp("browser-pvf-home")
     log_path = home / "streamlit.log"
     port = free_port()
-    env = {**os.environ, "PVF_HOME": str(home)}
+    env = {**os.environ, "PVF_HOME": str(home), "PVF_MODEL": str(tiny_model_dir), "PVF_THREADS": "1"}
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true",
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]

@@ -1,7 +1,7 @@
 """The Prompt builder in a real browser: pick the sample, write a prompt, see the preview, score it on the test set.
 
-The shared server runs the tiny test model when conftest.py sets $PVF_MODEL (a run then takes seconds); with
-the bundled model it takes about a minute, hence the long wait for the score.
+The shared server runs the tiny test model ($PVF_MODEL, see conftest.py), so scoring 96 rows takes seconds;
+with the bundled model it takes about a minute, hence the long wait allowed for the score.
 """
 
 from __future__ import annotations
