@@ -15,7 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Spaces runs the container as the user with id 1000; so does this image everywhere.
-RUN useradd --create-home --uid 1000 user
+RUN useradd --create-home --uid 1000 user && install -d -o user -g user /home/user/app
 WORKDIR /home/user/app
 
 # torch first, from the CPU index (PyPI's default torch wheel pulls gigabytes of CUDA libraries), then the

