@@ -38,8 +38,12 @@ test: $(VENV)/.installed-dev /usr/bin/chromium
 test-fast: $(VENV)/.installed-dev
 	$(PY) -m pytest -m "not slow and not browser"
 
-bench: install
-	$(PY) bench/run_all.py
+# Side-by-side benchmarks (ours vs a baseline in one run, ratios printed); slow: 10-30 minutes each.
+bench: $(VENV)/.installed-dev
+	$(PY) bench/bench_prompt.py
+	$(PY) bench/bench_finetune.py
+	$(PY) bench/bench_compare.py
+	$(PY) bench/bench_load.py
 
 clean-workspace:
 	rm -rf "$${PVF_HOME:-$$HOME/.pvf-studio}"

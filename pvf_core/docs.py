@@ -14,16 +14,18 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def cli_markdown() -> str:
+    from click.testing import CliRunner
+
     from .cli import cli
 
+    def help_text(*args: str) -> str:
+        # A fixed width, so the text does not depend on the terminal that generates it.
+        return CliRunner().invoke(cli, [*args, "--help"], prog_name="python -m pvf_core", terminal_width=100).output
+
     lines = ["# Command line", "", "Generated from `--help` by `python -m pvf_core.docs`; do not edit by hand.", ""]
-    with click.Context(cli, info_name="python -m pvf_core", max_content_width=100) as ctx:
-        lines += ["```text", cli.get_help(ctx), "```", ""]
-        for name in cli.list_commands(ctx):
-            command = cli.get_command(ctx, name)
-            with click.Context(command, info_name=f"python -m pvf_core {name}", parent=None,
-                               max_content_width=100) as sub:
-                lines += [f"## `{name}`", "", "```text", command.get_help(sub), "```", ""]
+    lines += ["```text", help_text().rstrip(), "```", ""]
+    for name in sorted(cli.commands):
+        lines += [f"## `{name}`", "", "```text", help_text(name).rstrip(), "```", ""]
     return "\n".join(lines)
 
 

@@ -49,7 +49,7 @@ def sleeper() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
 
 
-def gone(process: subprocess.Popen, timeout: float = 30) -> bool:
+def gone(process: subprocess.Popen, timeout: float = 60) -> bool:
     """Whether the process ended (jobs.cancel reaps it itself, so Popen's return code cannot tell)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
