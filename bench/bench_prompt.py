@@ -11,7 +11,11 @@ by log-likelihood, the shared prefix computed once, rows batched, batch calibrat
 
 Scoring FLOP/s is counted as 2 × parameters × tokens / s over the tokens actually run (each row's own tokens
 plus the answer tokens; the shared prefix once), as a fraction of the machine's matmul peak in the same dtype,
-measured in the same run (2048² matmuls, before and after). The machine is shared: read the ratios.
+measured in the same run (2048² matmuls, median of 7, before and after each run of ours).
+
+The machine is shared and its load moves, so the two sides alternate in rounds (ours on all rows, then the
+baseline on every 4th row, ...) and the ratios are medians over the rounds. Results are also saved as JSON
+under bench/results/.
 """
 
 from __future__ import annotations
@@ -36,22 +40,25 @@ def parse() -> argparse.Namespace:
     p.add_argument("--baseline-rows", type=int, default=200, help="first N of those for the (slow) baseline")
     p.add_argument("--shots", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=5, help="baseline: tokens generated per row")
+    p.add_argument("--rounds", type=int, default=4, help="alternate ours and the baseline this many times")
     p.add_argument("--model", default="bundled")
     return p.parse_args()
 
 
-def matmul_peak(dtype, size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a square matmul in ``dtype``: the best of a few runs."""
+def matmul_peak(dtype, size: int = 2048, repeats: int = 7) -> float:
+    """FLOP/s of a square matmul in ``dtype``: the median of a few runs (the machine is shared)."""
+    import statistics
+
     import torch
 
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
-    best = float("inf")
+    times = []
     for _ in range(repeats):
         started = time.perf_counter()
         a @ b
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best
+        times.append(time.perf_counter() - started)
+    return 2 * size**3 / statistics.median(times)
 
 
 def parse_label(answer: str, labels: list[str]) -> str | None:
@@ -61,12 +68,9 @@ def parse_label(answer: str, labels: list[str]) -> str | None:
     return min(found)[1] if found else None
 
 
-def run_baseline(loaded, spec, texts: list[str], examples, max_new_tokens: int) -> dict:
-    from transformers import pipeline
-
+def run_baseline(generator, spec, texts: list[str], examples, max_new_tokens: int) -> dict:
     from pvf_core.prompting import build_messages
 
-    generator = pipeline("text-generation", model=loaded.model, tokenizer=loaded.tokenizer)
     predictions, started = [], time.perf_counter()
     for text in texts:
         out = generator(build_messages(spec, text, examples), max_new_tokens=max_new_tokens, do_sample=False)
@@ -74,11 +78,26 @@ def run_baseline(loaded, spec, texts: list[str], examples, max_new_tokens: int) 
     return {"seconds": time.perf_counter() - started, "predictions": predictions}
 
 
+def run_ours(loaded, spec, test, train) -> dict:
+    """One harness run between two peak measurements: rows/s and scoring FLOP/s as a fraction of peak."""
+    from pvf_core.evaluate import Arm, evaluate
+
+    peak_before = matmul_peak(loaded.dtype)
+    result = evaluate(Arm(spec.name(), spec), test, task="classification", train=train, loaded=loaded)
+    peak = (peak_before + matmul_peak(loaded.dtype)) / 2
+    # Tokens actually run: each row's own tokens + the answer tokens fed after it, and the prefix once.
+    tokens = result.n_test * result.computed_tokens_per_row
+    flops = 2 * loaded.n_params * tokens / (sum(result.latencies_ms) / 1000)
+    return {"result": result, "rate": 1000 / result.ms_per_example, "flops": flops, "peak": peak}
+
+
 def main() -> None:
+    import statistics
+
     import pandas as pd
     import torch
+    from transformers import pipeline
 
-    from pvf_core.evaluate import Arm, evaluate
     from pvf_core.models import load_model
     from pvf_core.prompting import PromptSpec, examples_for, select_examples
 
@@ -86,46 +105,55 @@ def main() -> None:
     train = pd.read_csv(args.train, keep_default_na=False)
     test = pd.read_csv(args.test, keep_default_na=False).head(args.rows)
     loaded = load_model(args.model)
-    dtype = loaded.dtype
     labels = sorted(set(train["label"]))
     spec = PromptSpec(labels=labels, instruction=INSTRUCTION, shots=args.shots, selection="balanced")
     examples = examples_for(train, select_examples(spec, train, list(test["text"]))[0])
-    print(f"model {loaded.name}, {loaded.n_params / 1e6:.1f}M parameters, {str(dtype).replace('torch.', '')}, "
+    generator = pipeline("text-generation", model=loaded.model, tokenizer=loaded.tokenizer)
+    print(f"model {loaded.name}, {loaded.n_params / 1e6:.1f}M parameters, {str(loaded.dtype).replace('torch.', '')}, "
           f"{torch.get_num_threads()} threads; {len(test)} test rows, {args.shots} examples", flush=True)
 
-    peak_before = matmul_peak(dtype)
-    ours = evaluate(Arm(spec.name(), spec), test, task="classification", train=train, loaded=loaded)
-    peak_after = matmul_peak(dtype)
-    peak = (peak_before + peak_after) / 2
-
-    # Tokens actually run: each row's own tokens + the answer tokens fed after it, and the prefix once.
-    tokens = ours.n_test * ours.computed_tokens_per_row
-    scoring_seconds = sum(ours.latencies_ms) / 1000
-    flops = 2 * loaded.n_params * tokens / scoring_seconds
-
+    # The machine is shared and its load changes: alternate the two sides in rounds and compare each
+    # round's rates, so both see the same conditions.
     base_texts = list(test["text"])[:args.baseline_rows]
-    print(f"baseline: pipeline('text-generation') row by row on {len(base_texts)} rows ...", flush=True)
-    baseline = run_baseline(loaded, spec, base_texts, examples, args.max_new_tokens)
-    truth = list(test["label"])[:len(base_texts)]
-    base_accuracy = sum(p == t for p, t in zip(baseline["predictions"], truth)) / len(truth)
-    unparsed = sum(p is None for p in baseline["predictions"]) / len(truth)
-    ours_same_rows = sum(p == t for p, t in zip(ours.predictions, truth)) / len(truth)
-    ours_rate = ours.n_test / (ours.ms_per_example * ours.n_test / 1000)
-    base_rate = len(base_texts) / baseline["seconds"]
+    chunks = [base_texts[i::args.rounds] for i in range(args.rounds)]
+    rounds, base_predictions = [], {}
+    for k, chunk in enumerate(chunks):
+        ours = run_ours(loaded, spec, test, train)
+        baseline = run_baseline(generator, spec, chunk, examples, args.max_new_tokens)
+        base_predictions.update(zip(range(k, len(base_texts), args.rounds), baseline["predictions"]))
+        rounds.append({"ours_rows_per_second": ours["rate"],
+                       "baseline_rows_per_second": len(chunk) / baseline["seconds"],
+                       "flops_fraction": ours["flops"] / ours["peak"], "scoring_flops_per_second": ours["flops"],
+                       "peak_flops_per_second": ours["peak"], "result": ours["result"]})
+        print(f"round {k + 1}/{args.rounds}: ours {ours['rate']:.2f} rows/s, baseline "
+              f"{rounds[-1]['baseline_rows_per_second']:.3f} rows/s on {len(chunk)} rows, ratio "
+              f"{rounds[-1]['ours_rows_per_second'] / rounds[-1]['baseline_rows_per_second']:.1f}x, scoring at "
+              f"{rounds[-1]['flops_fraction']:.0%} of peak", flush=True)
 
+    ours = rounds[0]["result"]
+    truth = list(test["label"])[:len(base_texts)]
+    predicted = [base_predictions[i] for i in range(len(base_texts))]
+    median = lambda key: statistics.median(r[key] for r in rounds)  # noqa: E731
     result = {
-        "model": loaded.name, "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
-        "rows": ours.n_test, "baseline_rows": len(base_texts), "shots": args.shots,
+        "model": loaded.name, "dtype": str(loaded.dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
+        "rows": ours.n_test, "baseline_rows": len(base_texts), "shots": args.shots, "rounds": args.rounds,
         "ours": {"accuracy": ours.metrics["accuracy"], "accuracy_uncalibrated": ours.metrics["raw"]["accuracy"],
-                 "accuracy_on_baseline_rows": ours_same_rows, "ms_per_row": ours.ms_per_example,
-                 "rows_per_second": ours_rate, "prompt_tokens_per_row": ours.prompt_tokens_per_row,
+                 "accuracy_on_baseline_rows": _accuracy(ours.predictions[:len(truth)], truth),
+                 "ms_per_row": 1000 / median("ours_rows_per_second"),
+                 "rows_per_second": median("ours_rows_per_second"),
+                 "prompt_tokens_per_row": ours.prompt_tokens_per_row,
                  "computed_tokens_per_row": ours.computed_tokens_per_row,
-                 "scoring_flops_per_second": flops, "peak_rss_mb": ours.peak_rss_mb},
-        "baseline": {"accuracy": base_accuracy, "unparsed_share": unparsed,
-                     "ms_per_row": 1000 / base_rate, "rows_per_second": base_rate},
-        "matmul_peak_flops_per_second": {"before": peak_before, "after": peak_after, "mean": peak},
-        "ratios": {"throughput": ours_rate / base_rate, "accuracy_difference": ours_same_rows - base_accuracy,
-                   "flops_fraction_of_peak": flops / peak},
+                 "scoring_flops_per_second": median("scoring_flops_per_second"), "peak_rss_mb": ours.peak_rss_mb},
+        "baseline": {"accuracy": _accuracy(predicted, truth),
+                     "unparsed_share": sum(p is None for p in predicted) / len(truth),
+                     "ms_per_row": 1000 / median("baseline_rows_per_second"),
+                     "rows_per_second": median("baseline_rows_per_second")},
+        "matmul_peak_flops_per_second": median("peak_flops_per_second"),
+        "per_round": [{k: v for k, v in r.items() if k != "result"} for r in rounds],
+        "ratios": {"throughput": statistics.median(r["ours_rows_per_second"] / r["baseline_rows_per_second"]
+                                                   for r in rounds),
+                   "accuracy_difference": _accuracy(ours.predictions[:len(truth)], truth) - _accuracy(predicted, truth),
+                   "flops_fraction_of_peak": median("flops_fraction")},
     }
     print_table(result)
     folder = ROOT / "bench" / "results"
@@ -133,6 +161,10 @@ def main() -> None:
     path = folder / time.strftime("bench_prompt-%Y%m%d-%H%M%S.json")
     path.write_text(json.dumps(result, indent=2))
     print(f"saved {path.relative_to(ROOT)}")
+
+
+def _accuracy(predictions: list, truth: list) -> float:
+    return sum(p == t for p, t in zip(predictions, truth)) / len(truth)
 
 
 def print_table(r: dict) -> None:
@@ -143,8 +175,9 @@ def print_table(r: dict) -> None:
     print(f"{'rows per second':28}{o['rows_per_second']:>12.2f}{b['rows_per_second']:>12.2f}")
     print(f"ours on all {r['rows']} rows: accuracy {o['accuracy']:.3f} calibrated, {o['accuracy_uncalibrated']:.3f} "
           f"uncalibrated; baseline answers without a label: {b['unparsed_share']:.0%}")
-    print(f"throughput ratio: {q['throughput']:.1f}x   accuracy difference: {q['accuracy_difference']:+.3f}")
-    peak = r["matmul_peak_flops_per_second"]["mean"]
+    print(f"throughput ratio (median of {r['rounds']} rounds): {q['throughput']:.1f}x   accuracy difference: "
+          f"{q['accuracy_difference']:+.3f}")
+    peak = r["matmul_peak_flops_per_second"]
     print(f"scoring: {o['scoring_flops_per_second'] / 1e9:.0f} GFLOP/s = {q['flops_fraction_of_peak']:.0%} of the "
           f"{r['dtype']} matmul peak measured now ({peak / 1e9:.0f} GFLOP/s); "
           f"{o['computed_tokens_per_row']:.1f} tokens run per row of {o['prompt_tokens_per_row']:.0f} in the prompt")

@@ -42,7 +42,8 @@ from .prompting import (CONTENT_FREE_TEXT, Example, PromptSpec, Renderer, exampl
 __all__ = ["Arm", "EvalResult", "Stopped", "evaluate", "evaluate_seeds", "score_labels", "generate_answers",
            "calibrate", "classification_metrics", "text_metrics", "save_prompt_version", "load_arm_model"]
 
-BATCH_TOKENS = 2048      # row tokens per forward pass (× rows); larger batches gained nothing on 2 cores
+BATCH_TOKENS = 2048      # tokens per forward pass; larger passes gained nothing on 2 cores
+LANE_TOKENS = 256        # rows are packed one after another into lanes of this many tokens
 MAX_BATCH_ROWS = 64
 KV_BUDGET_TOKENS = 32768  # rows × (shared prefix + row) tokens held in the key/value cache at once
 GENERATION_BATCH_ROWS = 32
@@ -257,38 +258,63 @@ def _answer_layout(answers: list[list[int]]) -> tuple[list[list[int]], list[tupl
     return feeds, picks
 
 
-def _packed_inputs(runner: _Runner, rows: list[int], feeds: list[list[int]]) -> dict[str, Any]:
-    """Inputs for one forward pass that scores every answer of every row in ``rows``.
+def _lanes(widths: Sequence[int], lane_tokens: int) -> list[list[int]]:
+    """Rows packed one after another into lanes of about ``lane_tokens`` (first fit, longest first).
 
-    Row b holds its prompt suffix (n tokens), then each multi-token answer's tokens; each answer attends
-    to the shared prefix, the row's suffix and its own earlier tokens only (a tree of continuations).
+    Packing several rows into one lane means the shared prefix is copied once per lane, not once per row,
+    and almost no padding is computed; a row longer than a lane gets a lane of its own.
+    """
+    lanes: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(widths)), key=lambda i: -widths[i]):
+        fit = next((j for j, free in enumerate(room) if free >= widths[i]), None)
+        if fit is None:
+            lanes.append([])
+            room.append(max(lane_tokens, widths[i]))
+            fit = len(lanes) - 1
+        lanes[fit].append(i)
+        room[fit] -= widths[i]
+    return lanes
+
+
+def _packed_inputs(runner: _Runner, lanes: list[list[int]], feeds: list[list[int]]) -> dict[str, Any]:
+    """Inputs for one forward pass that scores every answer of every row in ``lanes``.
+
+    In a lane each row holds its prompt suffix (n tokens), then each multi-token answer's tokens. A row's
+    tokens attend to the shared prefix and to the row's own earlier tokens; an answer's tokens to the
+    prefix, the row's suffix and the answer's own earlier tokens (a tree of continuations). Positions
+    restart after the prefix for every row.
     """
     torch = _torch()
-    start, extra = runner.prefix_length, sum(len(f) for f in feeds)
-    lengths = [len(runner.suffixes[i]) for i in rows]
-    width, count = max(lengths) + extra, len(rows)
+    start = runner.prefix_length
+    extra = sum(len(f) for f in feeds)
+    width = max(sum(len(runner.suffixes[i]) + extra for i in lane) for lane in lanes)
+    count = len(lanes)
     ids = torch.full((count, width), runner.pad_id, dtype=torch.long)
-    positions = torch.zeros((count, width), dtype=torch.long)
+    positions = torch.full((count, width), start, dtype=torch.long)
     allowed = torch.zeros((count, width, start + width), dtype=torch.bool)
     allowed[:, :, :start] = True
     allowed[:, torch.arange(width), start + torch.arange(width)] = True  # padding attends to itself: no empty rows
     keep = torch.zeros((count, width), dtype=torch.bool)
     causal = torch.ones((width, width), dtype=torch.bool).tril()
-    for b, i in enumerate(rows):
-        n = lengths[b]
-        ids[b, :n] = torch.tensor(runner.suffixes[i])
-        positions[b, :n] = start + torch.arange(n)
-        allowed[b, :n, start:start + n] = causal[:n, :n]
-        keep[b, n - 1] = True
-        offset = n
-        for feed in feeds:
-            span = slice(offset, offset + len(feed))
-            ids[b, span] = torch.tensor(feed)
-            positions[b, span] = start + n + torch.arange(len(feed))
-            allowed[b, span, start:start + n] = True
-            allowed[b, span, start + offset:start + offset + len(feed)] = causal[:len(feed), :len(feed)]
-            keep[b, span] = True
-            offset += len(feed)
+    for b, lane in enumerate(lanes):
+        offset = 0
+        for i in lane:
+            n = len(runner.suffixes[i])
+            ids[b, offset:offset + n] = torch.tensor(runner.suffixes[i])
+            positions[b, offset:offset + n] = start + torch.arange(n)
+            allowed[b, offset:offset + n, start + offset:start + offset + n] = causal[:n, :n]
+            keep[b, offset + n - 1] = True
+            tail = offset + n
+            for feed in feeds:
+                span = slice(tail, tail + len(feed))
+                ids[b, span] = torch.tensor(feed)
+                positions[b, span] = start + n + torch.arange(len(feed))
+                allowed[b, span, start + offset:start + offset + n] = True
+                allowed[b, span, start + tail:start + tail + len(feed)] = causal[:len(feed), :len(feed)]
+                keep[b, span] = True
+                tail += len(feed)
+            offset = tail
     mask = allowed[:, None]
     if runner.model.config._attn_implementation != "sdpa":  # eager attention adds a float mask
         dtype = next(runner.model.parameters()).dtype
@@ -298,12 +324,14 @@ def _packed_inputs(runner: _Runner, rows: list[int], feeds: list[list[int]]) -> 
 
 def score_labels(loaded: Any, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], *,
                  normalise: bool = True, use_prefix_cache: bool = True, batch_tokens: int = BATCH_TOKENS,
-                 max_rows: int = MAX_BATCH_ROWS, on_batch: Callable[[list[int], float], None] | None = None,
+                 lane_tokens: int = LANE_TOKENS, max_lanes: int = MAX_BATCH_ROWS,
+                 on_batch: Callable[[list[int], float], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> np.ndarray:
     """Log-likelihood of each answer after each prompt, as an array [prompts, answers].
 
-    ``normalise`` divides by the answer's token count (mean log-prob per token). ``on_batch(rows,
-    seconds)`` is called after each batch.
+    ``normalise`` divides by the answer's token count (mean log-prob per token). Rows are packed into
+    lanes of ``lane_tokens`` and lanes into passes of ``batch_tokens``. ``on_batch(rows, seconds)`` is
+    called after each pass.
     """
     torch = _torch()
     answers = [list(a) for a in answers]
@@ -320,12 +348,17 @@ def score_labels(loaded: Any, prompts: Sequence[Sequence[int]], answers: Sequenc
     extra = sum(len(f) for f in feeds)
     with torch.inference_mode():
         runner = _Runner(loaded, prompts, use_prefix_cache)
-        for rows in _batches([len(s) + extra for s in runner.suffixes], batch_tokens, max_rows,
-                             runner.prefix_length):
+        widths = [len(s) + extra for s in runner.suffixes]
+        lanes = _lanes(widths, lane_tokens)
+        lane_widths = [sum(widths[i] for i in lane) for lane in lanes]
+        for group in _batches(lane_widths, batch_tokens, max_lanes, runner.prefix_length):
             if should_stop and should_stop():
                 raise Stopped("The evaluation was stopped.")
             started = time.perf_counter()
-            out = runner.model(**_packed_inputs(runner, rows, feeds), cache=runner.cache(len(rows)), use_cache=True)
+            chosen = [lanes[g] for g in group]
+            rows = [i for lane in chosen for i in lane]  # the order the kept logits come out in
+            out = runner.model(**_packed_inputs(runner, chosen, feeds), cache=runner.cache(len(chosen)),
+                               use_cache=True)
             logprobs = torch.log_softmax(out.logits.float(), dim=-1).reshape(len(rows), 1 + extra, -1)
             picked = logprobs[:, slots, tokens].double()  # [rows, picks]
             scores[rows] = (picked @ owner).numpy() / divisor

@@ -1066,14 +1066,14 @@ class Estimate:
     checks: int
     tokens_per_example: float
     computed_tokens: int
-    load_seconds: float
-    train_seconds: float
-    eval_seconds: float
+    load_seconds: float                # loading the model for training
+    train_seconds: float               # the training loop with its validation checks
+    eval_seconds: float                # scoring the test rows (with a second model load)
     total_seconds: float
-    peak_mb: float
-    available_mb: float
+    peak_mb: float                     # peak resident memory of the job process
+    available_mb: float                # memory free now
     fits: bool
-    calibrated: bool
+    calibrated: bool                   # measured on this machine, or a rough rule
     messages: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -1105,22 +1105,25 @@ def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled"
     checks = plan["steps"] // eval_interval(settings, plan["steps_per_epoch"]) + 1
     if cached:
         per_step = [cached["step_seconds"] + cached["token_seconds"] * tokens for tokens in plan["batch_tokens"]]
-        train_seconds = sum(per_step) * settings.epochs
+        steps_seconds = sum(per_step) * settings.epochs
         forward = cached["forward_token_seconds"]
-        load_seconds, peak_mb = cached["load_seconds"], cached["peak_mb"]
+        # the calibration process holds less than a run (data, history, the scoring pass): 10% margin
+        load_seconds, peak_mb = cached["load_seconds"], cached["peak_mb"] * 1.1
     else:
         flops = 6 * 135e6
-        train_seconds = plan["computed_tokens"] * flops / ROUGH_FLOPS
+        steps_seconds = plan["computed_tokens"] * flops / ROUGH_FLOPS
         forward = flops / 3 / ROUGH_FLOPS
         load_seconds, peak_mb = 5.0, 2500.0
     mean_suffix = float(np.mean([len(s) + len(a) for s, a in zip(train.suffixes, train.answers)]))
-    eval_tokens = (n_val * checks + len(test) * max(1, len(spec.labels) // 2)) * mean_suffix
-    eval_seconds = eval_tokens * forward + 2 * load_seconds
+    # validation checks run inside the training loop (and count in its time, as in TrainResult.train_seconds);
+    # scoring the test rows loads the base model again and reads each row once per label or so
+    train_seconds = steps_seconds + checks * n_val * mean_suffix * forward
+    eval_seconds = len(test) * max(1, len(spec.labels) // 2) * mean_suffix * forward + load_seconds
     available = _available_mb()
     fits = peak_mb < 0.9 * available
     total = load_seconds + train_seconds + eval_seconds
-    messages = [f"About {_duration(total)} in all: {_duration(train_seconds)} of training ({plan['steps']} steps), "
-                f"{_duration(eval_seconds)} of validation and test scoring.",
+    messages = [f"About {_duration(total)} in all: {_duration(train_seconds)} of training ({plan['steps']} steps and "
+                f"{checks} validation checks), {_duration(eval_seconds)} to score the test rows.",
                 f"Peak memory about {peak_mb / 1024:.1f} GB of {available / 1024:.1f} GB available now."]
     if not fits:
         messages.append(f"This run would not fit: it needs about {peak_mb / 1024:.1f} GB but only "
@@ -1179,8 +1182,10 @@ def _calibrate_here(key: dict) -> dict:
     """Run in a fresh process: load the model, time training steps of two shapes, measure the peak."""
     import torch
 
+    from . import evaluate  # noqa: F401 - a real run holds the harness (and what it imports) too
     from .models import load_model
 
+    _accelerator()
     started = time.perf_counter()
     loaded = load_model(key["model"], dtype=train_dtype(), fresh=True)
     if key.get("eager"):
@@ -1214,7 +1219,7 @@ def _calibrate_here(key: dict) -> dict:
     t_median = {}
     for threads in sorted({1, chooser.most}) if chooser.enabled else [torch.get_num_threads()]:
         torch.set_num_threads(threads)
-        t_median[threads] = min(train_step(median) for _ in range(2))
+        t_median[threads] = float(np.mean([train_step(median) for _ in range(2)]))
     best = min(t_median, key=t_median.get)
     torch.set_num_threads(best)
     t_median = t_median[best]

@@ -40,7 +40,12 @@ RESULT_FILE = "result.json"
 ACTIVE = ("queued", "running")
 FINISHED = ("done", "failed", "cancelled")
 
-_children: dict[int, subprocess.Popen] = {}   # jobs this process started (reaped in refresh)
+_children: dict[tuple[str, int], subprocess.Popen] = {}   # jobs this process started, by _child_key (reaped in refresh)
+
+
+def _child_key(run_id: int) -> tuple[str, int]:
+    """Run ids repeat across workspaces (demo mode has one per browser session): key children by both."""
+    return str(workspace()), int(run_id)
 
 
 # -- where a job keeps its files --------------------------------------------------------------------------
@@ -130,12 +135,12 @@ def write_splits(splits: Any, folder: Path) -> list[str]:
     """Write train / validation / test as CSV files (a job is self-contained); the CLI options naming them."""
     folder.mkdir(parents=True, exist_ok=True)
     columns = ["input", "output"] if splits.task == "text-to-text" else ["text", "label"]
-    for part in ("train", "validation", "test"):
+    parts = ["train", "test"] + (["validation"] if len(splits.validation) else [])  # none: the job carves 10%
+    for part in parts:
         getattr(splits, part)[["text", "label"]].set_axis(columns, axis=1).to_csv(folder / f"{part}.csv", index=False)
     column_args = (["--input-column", "input", "--output-column", "output"] if splits.task == "text-to-text"
                    else ["--text-column", "text", "--label-column", "label"])
-    return ["--train", str(folder / "train.csv"), "--validation", str(folder / "validation.csv"),
-            "--test", str(folder / "test.csv"), *column_args]
+    return [arg for part in parts for arg in (f"--{part}", str(folder / f"{part}.csv"))] + column_args
 
 
 def start_finetune(splits: Any, settings: Any, *, model: str = "bundled", prompt: Any = None, name: str = "",
@@ -173,10 +178,12 @@ def refresh(store: Store | None = None) -> int | None:
     """Fail running jobs whose process is gone; start the oldest queued job if none runs. Its id, or None."""
     store = store or Store()
     with _queue_lock():
-        for run_id, child in list(_children.items()):   # reap finished children (no zombies)
-            run = store.get_run(run_id)
+        for key, child in list(_children.items()):   # reap finished children (no zombies)
+            if key[0] != str(workspace()):
+                continue  # another workspace's job: its own refresh reaps it
+            run = store.get_run(key[1])
             if child.poll() is not None and (run is None or run.finished):
-                _children.pop(run_id, None)
+                _children.pop(key, None)
         for run in store.list_runs(status="running"):
             if not _process_alive(run):
                 _mark_dead(store, run)
@@ -195,11 +202,10 @@ def _launch(store: Store, run: Run) -> int:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parent.parent),
                                                     env.get("PYTHONPATH", "")) if p)
     env.pop("PVF_RAISE_ERRORS", None)
-    env["PVF_HOME"] = str(workspace())  # the caller's workspace: in demo mode a session's, not $PVF_HOME
     with open(folder / RESULT_FILE, "wb") as stdout, open(folder / LOG_FILE, "ab") as stderr:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env,
                                    cwd=str(folder), start_new_session=True)
-    _children[run.id] = process
+    _children[_child_key(run.id)] = process
     _write_job_file(run.id, process.pid, command=command)
     store.update_run(run.id, status="running", pid=process.pid, error="")
     return run.id
@@ -235,7 +241,7 @@ def _process_start(pid: int) -> str | None:
 def _process_alive(run: Run) -> bool:
     """Whether the run's process still runs (not a zombie, not a new process that reused its id)."""
     pid = run.pid
-    child = _children.get(run.id)
+    child = _children.get(_child_key(run.id))
     if child is not None:  # started by this process: ask Popen (which also reaps it and keeps its exit code)
         return child.poll() is None
     if not pid:
@@ -266,7 +272,7 @@ def _reap(pid: int) -> None:
 
 def _mark_dead(store: Store, run: Run) -> None:
     """A running job whose process vanished: failed, with the reason in plain words."""
-    child = _children.pop(run.id, None)
+    child = _children.pop(_child_key(run.id), None)
     code = child.poll() if child is not None else None
     if code is not None and code < 0:
         how = f"was stopped by signal {-code} ({_signal_name(-code)})"
@@ -436,7 +442,7 @@ def cancel(run_id: int, *, grace_seconds: float = 15.0, store: Store | None = No
             if _process_alive(run):
                 _kill_group(run.pid, signal.SIGKILL)
             message = "Cancelled by the user (the process had to be stopped)."
-        _children.pop(run.id, None)
+        _children.pop(_child_key(run.id), None)
     if finish_run(store, run.id, "cancelled", message):
         JobLog(run.id, store).write({"event": "status", "status": "cancelled", "message": message})
     refresh(store)

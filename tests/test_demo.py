@@ -262,6 +262,26 @@ def test_housekeeping_stops_a_job_over_the_time_limit(demo_on):
     assert status.error.startswith("Stopped after 10 minutes: the public demo limits how long one run may take.")
 
 
+def test_sessions_with_the_same_run_number_do_not_mix_up_their_jobs(demo_on, tmp_path):
+    """Every session's first run is number 1: one session's finished job says nothing about another's."""
+    alice, bob = demo.session_workspace("a" * 32), demo.session_workspace("b" * 32)
+    with use_workspace(alice):
+        quick = jobs.submit(["inspect", str(tmp_path / "missing.csv")], kind="inspect")  # ends at once
+        jobs._children[jobs._child_key(quick)].wait(timeout=120)  # ended; Alice's page has not looked yet
+    process = sleeper()
+    try:
+        long_running = fake_job(bob, process=process)
+        assert long_running == quick == 1
+        with use_workspace(bob):
+            assert jobs.job_status(long_running).status == "running"  # not taken for Alice's ended job
+            jobs.cancel(long_running, grace_seconds=0.5)
+        assert gone(process)  # and cancelling it stops Bob's process, not nothing
+    finally:
+        process.kill()
+    with use_workspace(alice):
+        assert jobs.job_status(quick).status == "failed"  # Alice's own job: failed in plain words
+
+
 def test_housekeeping_keeps_the_concurrency_limit(demo_on):
     older, newer = demo.session_workspace("a" * 32), demo.session_workspace("b" * 32)
     processes = [sleeper(), sleeper()]
@@ -594,7 +614,8 @@ def test_a_job_writes_only_to_its_session_and_survives_an_app_restart(tiny_model
     assert restarted.returncode == 0, restarted.stderr
     if status.status == "running":
         assert json.loads(restarted.stdout) == [[run_id, "running"]]
-    jobs._children.pop(run_id, None)  # this process forgets it too, as after a restart
+    with use_workspace(alice):
+        jobs._children.pop(jobs._child_key(run_id), None)  # this process forgets it too, as after a restart
     final = wait_until(alice, run_id, lambda s: s.finished)
     assert final.status == "done", final
     assert any((alice / "runs" / str(run_id)).rglob("adapter_model.safetensors"))

@@ -63,11 +63,12 @@ def test_prefix_cache_equals_no_cache_equals_plain_sequences(tiny32, shots):
 
 def test_batched_scores_equal_one_by_one(tiny32):
     prompts, answers = prompts_and_answers(tiny32, 2)
-    batched = score_labels(tiny32, prompts, answers, batch_tokens=10**6)
-    small_batches = score_labels(tiny32, prompts, answers, batch_tokens=1)  # one row per batch
     one_by_one = np.stack([score_labels(tiny32, [p], answers)[0] for p in prompts])
-    np.testing.assert_allclose(batched, one_by_one, atol=1e-4)
-    np.testing.assert_allclose(small_batches, one_by_one, atol=1e-4)
+    packed = score_labels(tiny32, prompts, answers)  # all rows one after another in one lane
+    lanes = score_labels(tiny32, prompts, answers, lane_tokens=1, batch_tokens=10**6)  # a lane per row, one pass
+    single = score_labels(tiny32, prompts, answers, lane_tokens=1, batch_tokens=1)  # one row per pass
+    for scores in (packed, lanes, single):
+        np.testing.assert_allclose(scores, one_by_one, atol=1e-4)
 
 
 def test_scores_are_normalised_by_answer_length(tiny32):
@@ -93,6 +94,17 @@ def test_batches_respect_the_token_and_cache_budgets():
     assert all(len(b) * max(lengths[i] for i in b) <= 60 for b in batches)
     assert all(len(b) == 1 for b in _batches(lengths, 10**6, 64, prefix=KV_BUDGET_TOKENS - 20))
     assert max(len(b) for b in _batches([3] * 100, 10**6, max_rows=16)) == 16
+
+
+def test_lanes_pack_rows_without_overflow():
+    from pvf_core.evaluate import _lanes
+
+    widths = [100, 30, 200, 60, 300, 90, 10]
+    lanes = _lanes(widths, 256)
+    assert sorted(i for lane in lanes for i in lane) == list(range(len(widths)))
+    assert [4] in lanes  # longer than a lane: on its own
+    assert all(sum(widths[i] for i in lane) <= 256 for lane in lanes if lane != [4])
+    assert len(lanes) == 3  # 300 | 200+30+10 | 100+90+60
 
 
 def test_progress_and_stop(tiny32):

@@ -306,7 +306,7 @@ def test_estimate_measures_once_and_says_whether_it_fits(tiny_model_dir):
     cached = finetune.estimate(settings, splits, str(tiny_model_dir), calibrate=False)
     assert cached.calibrated and cached.peak_mb == measured.peak_mb
     longer = finetune.estimate(quick(epochs=6), splits, str(tiny_model_dir), calibrate=False)
-    assert longer.train_seconds == pytest.approx(2 * measured.train_seconds, rel=0.01)
+    assert longer.train_seconds == pytest.approx(2 * measured.train_seconds, rel=0.1)
 
 
 def test_estimate_says_when_a_run_would_not_fit(tiny_model_dir, monkeypatch):

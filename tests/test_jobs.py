@@ -108,7 +108,9 @@ def test_a_killed_process_becomes_failed_in_plain_words(tiny_learner_dir, app_re
 
 def test_one_job_runs_at_a_time_and_the_queue_moves_on(tiny_learner_dir):
     first = jobs.start_finetune(splits(), settings(epochs=1), model=str(tiny_learner_dir))
-    second = jobs.start_finetune(splits(), settings(epochs=1), model=str(tiny_learner_dir))
+    no_validation = Splits(train=toy_reviews(64, seed=1), validation=toy_reviews(0), test=toy_reviews(16, seed=3),
+                           task="classification")  # the job carves its own validation rows
+    second = jobs.start_finetune(no_validation, settings(epochs=1), model=str(tiny_learner_dir))
     third = jobs.start_finetune(splits(), settings(epochs=1), model=str(tiny_learner_dir))
     queued = jobs.job_status(second)
     assert jobs.job_status(first).status == "running"
@@ -117,7 +119,8 @@ def test_one_job_runs_at_a_time_and_the_queue_moves_on(tiny_learner_dir):
     jobs._children.clear()  # nobody is polling: the finishing job itself starts the next one
     store = Store()
     assert wait_for(lambda: store.get_run(second).status in ("running", "done"), timeout=180, what="second")
-    assert jobs.wait(second, timeout=180).status == "done"
+    done = jobs.wait(second, timeout=180)
+    assert done.status == "done" and done.result["training"]["validation_rows"] == 6
     assert store.get_run(first).status == "done" and store.get_run(third).status == "cancelled"
     assert store.get_run(first).updated <= store.get_run(second).updated
 
