@@ -328,7 +328,7 @@ def _reasons(winner: ArmSummary, summaries: Sequence[ArmSummary], tests: dict, t
         if test is not None and test.significant and gap > 0:
             reasons.append(f"It scores {winner.score:.1%} {metric} against {other.score:.1%} for {other.arm} "
                            f"(+{gap:.1f} points, p = {test.p_value:.3f}: unlikely to be luck).")
-        elif other.arm in tied or (test is not None and not test.significant):
+        elif (other.arm in tied and winner.arm in tied) or (test is not None and not test.significant):
             reasons.append(f"{other.arm} scores {other.score:.1%} against its {winner.score:.1%}: a difference "
                            f"the test set cannot confirm, so speed, cost and effort decide.")
         else:
