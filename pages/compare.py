@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pvf_core import jobs
+from pvf_core import demo, jobs
 from pvf_core.models import default_model
 from pvf_core.compare import Comparison, comparable_runs, comparison_from_runs, start_comparison
 from pvf_core.errors import PvfError
@@ -15,6 +15,7 @@ from ui.dataset import require_dataset
 st.title("Compare prompting and fine-tuning")
 dataset = require_dataset()
 store = Store()
+limits = demo.limits()
 
 
 def open_comparison(run_id: int) -> None:
@@ -35,18 +36,22 @@ with st.expander("Run the standard comparison", expanded=chosen is None and not 
                 "then recommends one. On the sample data this takes a few minutes on a laptop.")
     left, middle, right = st.columns(3)
     shots = left.multiselect("Prompt arms (examples shown)", [0, 1, 2, 4, 8], default=[0, 4], key="cmp_shots")
-    n_train = len(dataset.splits.train)
+    n_train = limits.training_rows(len(dataset.splits.train))
     max_train = middle.number_input("Training rows to use", 8, max(8, n_train), min(n_train, 500), key="cmp_max_train",
                                     help="Fine-tuning and the prompt examples use the first rows of the training split.")
-    n_test = len(dataset.splits.test)
+    n_test = limits.test_rows(len(dataset.splits.test))
     limit = right.number_input("Test rows to score", 10, max(10, n_test), min(n_test, 200), key="cmp_limit",
                                help="More rows give a surer answer; scores on 200 rows move by about ±3 points.")
+    if limits.enabled:
+        st.caption(f"The public demo trains on at most {limits.max_train_rows:,} rows and scores at most "
+                   f"{limits.max_test_rows:,}.")
     curve = st.checkbox("Also draw a learning curve (trains on 16, 64, 256... rows; several times slower)",
                         key="cmp_curve")
     if st.button("Run the standard comparison", type="primary", disabled=bool(running) or not shots, key="cmp_run"):
         try:
-            run_id = start_comparison(dataset, model=default_model(), shots=sorted(shots), max_train=int(max_train), limit=int(limit),
-                                      learning_curve=curve)
+            demo.check_can_start_job()
+            run_id = start_comparison(dataset, model=default_model(), shots=sorted(shots), max_train=int(max_train),
+                                      limit=int(limit), learning_curve=curve)
         except PvfError as error:
             st.error(str(error))
         else:

@@ -93,7 +93,7 @@ class PairwiseTest:
         better, worse = (self.b, self.a) if self.difference > 0 else (self.a, self.b)
         verdict = ("this is unlikely to be luck" if self.significant else
                    "this could easily be luck: the test set cannot tell them apart")
-        return f"{better} is better than {worse} by {points:.1f} points of {self.metric}; {verdict} (p = {self.p_value:.3f})."
+        return f"{better} is better than {worse} by {points:.1f} points of {self.metric}; {verdict} ({p_text(self.p_value)})."
 
     def to_dict(self) -> dict:
         return {**asdict(self), "significant": self.significant, "sentence": self.sentence()}
@@ -317,22 +317,36 @@ def recommend(summaries: Sequence[ArmSummary], tests: dict[tuple[str, str], Pair
     return Recommendation(winner.arm, reasons, changes, scores)
 
 
+def p_text(p_value: float) -> str:
+    """'p = 0.032', or 'p < 0.001' where three decimals would read as an impossible zero."""
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
+
+
+def score_text(score: float, metric: str, *, named: bool = True) -> str:
+    """A score as people read it: '78.0% accuracy', or 'chrF 80.0' (chrF is not a percentage)."""
+    if metric.lower() == "chrf":
+        return f"chrF {score * 100:.1f}" if named else f"{score * 100:.1f}"
+    return f"{score:.1%} {metric}" if named else f"{score:.1%}"
+
+
 def _reasons(winner: ArmSummary, summaries: Sequence[ArmSummary], tests: dict, tied: set[str],
              metric: str) -> list[str]:
     reasons = []
+    mine = score_text(winner.score, metric, named=False)
     for other in summaries:
         if other.arm == winner.arm:
             continue
         test = tests.get((other.arm, winner.arm)) or tests.get((winner.arm, other.arm))
         gap = (winner.score - other.score) * 100
+        theirs = score_text(other.score, metric, named=False)
         if test is not None and test.significant and gap > 0:
-            reasons.append(f"It scores {winner.score:.1%} {metric} against {other.score:.1%} for {other.arm} "
-                           f"(+{gap:.1f} points, p = {test.p_value:.3f}: unlikely to be luck).")
+            reasons.append(f"It scores {score_text(winner.score, metric)} against {theirs} for {other.arm} "
+                           f"(+{gap:.1f} points, {p_text(test.p_value)}: unlikely to be luck).")
         elif (other.arm in tied and winner.arm in tied) or (test is not None and not test.significant):
-            reasons.append(f"{other.arm} scores {other.score:.1%} against its {winner.score:.1%}: a difference "
+            reasons.append(f"{other.arm} scores {theirs} against its {mine}: a difference "
                            f"the test set cannot confirm, so speed, cost and effort decide.")
         else:
-            reasons.append(f"{other.arm} scores {other.score:.1%} against its {winner.score:.1%}, but "
+            reasons.append(f"{other.arm} scores {theirs} against its {mine}, but "
                            f"{winner.arm} wins on your priorities (speed, cost, effort).")
     slowest = max(summaries, key=lambda s: s.ms_per_query)
     if winner.ms_per_query < slowest.ms_per_query and slowest.arm != winner.arm:
@@ -824,7 +838,7 @@ def prompt_history(store: Any, dataset_id: int | None, task: str) -> pd.DataFram
         timings = run.timings if run else {}
         variance = v.metrics.get("variance") or {}
         rows.append({
-            "version": v.id, "name": v.name, "run": v.run_id,
+            "version": v.id, "name": v.name, "model": (run.settings.get("model") or "") if run else "", "run": v.run_id,
             metric: v.metrics.get(metric, float("nan")) * scale[metric],
             second: v.metrics.get(second, float("nan")) * scale[second],
             "spread": variance.get("std", float("nan")) * scale[metric] if variance else float("nan"),
@@ -834,7 +848,7 @@ def prompt_history(store: Any, dataset_id: int | None, task: str) -> pd.DataFram
             "kept": bool(run and run.folder and (Path(run.folder) / RESULT_FILE).is_file()),
             "created": pd.to_datetime(v.created, unit="s"),
         })
-    columns = ["version", "name", "run", metric, second, "spread", "draws", "prompt_tokens", "ms_per_row", "kept",
+    columns = ["version", "name", "model", "run", metric, second, "spread", "draws", "prompt_tokens", "ms_per_row", "kept",
                "created"]
     return pd.DataFrame(rows, columns=columns)
 

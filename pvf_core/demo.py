@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import JobError, ModelLoadError, SettingsError
+from .jobs import pid_alive
 from .settings import check_ranges, setting
 from .store import Store, _run, root_workspace, use_workspace, workspace
 
@@ -300,22 +301,6 @@ def session_folders() -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and SESSION_ID.fullmatch(p.name))
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state != "Z"
-
-
 def active_runs(folder: Path) -> list[Any]:
     """The queued runs and the running runs whose process is alive, in one workspace.
 
@@ -332,7 +317,7 @@ def active_runs(folder: Path) -> list[Any]:
     finally:
         conn.close()
     runs = [_run(row) for row in rows]
-    return [r for r in runs if r.status == "queued" or _pid_alive(r.pid)]
+    return [r for r in runs if r.status == "queued" or pid_alive(r.pid)]
 
 
 def _busy(folder: Path) -> bool:

@@ -96,11 +96,12 @@ class EvalResult:
     tips: list[dict] = field(default_factory=list)
     warnings: list[dict] = field(default_factory=list)
     spec: dict = field(default_factory=dict)
+    model: str = ""  # the model that answered (with its adapter, if any)
 
     def summary(self) -> dict:
         """The result without per-row lists (for JSON output and the store)."""
         latencies = np.array(self.latencies_ms or [0.0])
-        return {"arm": self.arm, "task": self.task, "n_test": self.n_test, "metrics": self.metrics,
+        return {"arm": self.arm, "model": self.model, "task": self.task, "n_test": self.n_test, "metrics": self.metrics,
                 "calibration": self.calibration, "seconds": round(self.seconds, 3),
                 "ms_per_example": round(self.ms_per_example, 2),
                 "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2),
@@ -133,14 +134,11 @@ def load_arm_model(arm: Arm, loaded: Any = None) -> Any:
     The adapter is merged into the private copy's weights: same predictions as the wrapped model, without
     the adapter's extra work on every query.
     """
-    from .models import LoadedModel, load_model
+    from .models import LoadedModel, check_adapter_folder, load_model
 
     if not arm.adapter:
         return loaded if loaded is not None else load_model(arm.model)
-    folder = Path(arm.adapter).expanduser()
-    if not (folder / "adapter_config.json").is_file():
-        raise ModelLoadError(f"{folder} is not a LoRA adapter folder (it has no adapter_config.json).",
-                             "Pick the folder a fine-tuning run wrote.")
+    folder = check_adapter_folder(arm.adapter)
     from peft import PeftModel
 
     base = load_model(arm.model, fresh=True)
@@ -544,7 +542,8 @@ def _evaluate_loaded(arm: Arm, loaded: Any, test: pd.DataFrame, *, task: str, la
         metrics=outcome["metrics"], predictions=outcome["predictions"], label_scores=outcome.get("label_scores"),
         raw_label_scores=outcome.get("raw_label_scores"), budget=budget.to_dict(),
         tips=[t.to_dict() for t in lint(spec, examples=example_sets[0], test_texts=texts, budget=budget)],
-        warnings=_label_warnings(spec, references) + _cut_warnings(prompts, room), spec=spec.to_dict())
+        warnings=_label_warnings(spec, references) + _cut_warnings(prompts, room), spec=spec.to_dict(),
+        model=getattr(loaded, "name", ""))
 
 
 def _classify(spec: PromptSpec, loaded: Any, renderer: Renderer, prompts: list[list[int]],
@@ -664,7 +663,8 @@ def save_prompt_version(store: Any, dataset_id: int | None, spec: PromptSpec, re
     """Save a scored prompt: a finished 'prompt' run with its metrics and timings, and a prompt version."""
     existing = store.list_prompt_versions(dataset_id)
     name = name or f"v{len(existing) + 1} ({result.arm})"
-    run_id = store.add_run("prompt", dataset_id=dataset_id, name=name, settings=spec.to_dict(), status="done")
+    run_id = store.add_run("prompt", dataset_id=dataset_id, name=name, settings={**spec.to_dict(), "model": result.model},
+                           status="done")
     summary = result.summary()
     metrics = {k: v for k, v in result.metrics.items()}
     timings = {k: summary[k] for k in ("seconds", "ms_per_example", "latency_ms_p50", "latency_ms_p95",

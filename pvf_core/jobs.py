@@ -244,10 +244,18 @@ def _process_alive(run: Run) -> bool:
     child = _children.get(_child_key(run.id))
     if child is not None:  # started by this process: ask Popen (which also reaps it and keeps its exit code)
         return child.poll() is None
+    if not pid_alive(pid):
+        return False
+    recorded = _read_job_file(run.id).get("pid_start")
+    return recorded is None or recorded == _process_start(pid)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this id exists and is not a zombie (a zombie child is reaped)."""
     if not pid:
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -257,10 +265,9 @@ def _process_alive(run: Run) -> bool:
     except OSError:
         return True  # no /proc (not Linux): os.kill said it exists
     if state == "Z":
-        _reap(pid)
+        _reap(int(pid))
         return False
-    recorded = _read_job_file(run.id).get("pid_start")
-    return recorded is None or recorded == _process_start(pid)
+    return True
 
 
 def _reap(pid: int) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -39,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import SettingsError
-from .settings import check_ranges, field_label, setting
+from .settings import check_ranges, field_label, known_fields, setting
 
 TASKS = ("classification", "text-to-text")
 SELECTIONS = ("random", "balanced", "similar", "manual")
@@ -156,11 +155,7 @@ class PromptSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PromptSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            warnings.warn(f"PromptSpec: ignoring unknown settings {unknown}", stacklevel=2)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**known_fields(cls, data))
 
 
 # -- rendering ------------------------------------------------------------------------------------------

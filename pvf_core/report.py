@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from .compare import score_text
+
 PALETTE = ["#4B5FD6", "#E4572E", "#17BEBB", "#FFC914", "#76B041", "#9C51B6", "#F28C28", "#5C6B73"]
 
 
@@ -39,9 +41,10 @@ def metric_bars_figure(rows: list[dict], metric: str) -> go.Figure:
         error_y=dict(type="data", symmetric=False,
                      array=[(r.get("high", r["value"]) - r["value"]) * 100 for r in rows],
                      arrayminus=[(r["value"] - r.get("low", r["value"])) * 100 for r in rows]),
-        text=[f"{r['value']:.1%}" for r in rows], textposition="outside"))
+        text=[score_text(r["value"], metric, named=False) for r in rows], textposition="outside"))
+    unit = "" if metric.lower() == "chrf" else " (%)"
     fig.update_layout(title=f"{metric} on the same test rows (bars: 95% interval)", height=340,
-                      yaxis_title=f"{metric} (%)", yaxis_range=[0, 105], margin=dict(l=10, r=10, t=40, b=10))
+                      yaxis_title=f"{metric}{unit}", yaxis_range=[0, 105], margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 

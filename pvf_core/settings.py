@@ -8,6 +8,7 @@ from it. ``check_ranges`` is called from ``__post_init__`` and names the bad fie
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 from .errors import SettingsError
@@ -29,6 +30,18 @@ def field_help(cls: type, name: str) -> str:
 
 def field_label(field: dataclasses.Field) -> str:
     return field.metadata.get("label") or field.name.replace("_", " ").capitalize()
+
+
+def known_fields(cls: type, data: dict, *, skip: tuple[str, ...] = ()) -> dict:
+    """The entries of ``data`` that are fields of the dataclass ``cls``; unknown keys warn (as in peft's configs).
+
+    Files written by a newer version then still load, and a typo in a settings file is said, not fatal.
+    """
+    known = {f.name for f in dataclasses.fields(cls)} - set(skip)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        warnings.warn(f"{cls.__name__}: ignoring unknown settings {unknown}", stacklevel=3)
+    return {k: v for k, v in data.items() if k in known}
 
 
 def check_ranges(obj: Any) -> None:

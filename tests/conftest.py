@@ -48,6 +48,18 @@ def bundled_model():
     return load_model("bundled")
 
 
+@pytest.fixture
+def one_thread(monkeypatch):
+    """Tiny models run fastest on one thread (and a busy machine cannot stall them)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("PVF_THREADS", "1")
+    yield
+    torch.set_num_threads(before)
+
+
 def dataset_path(name: str) -> Path:
     path = DATASETS / name
     if not path.is_file():

@@ -19,15 +19,7 @@ FINETUNE_KEYS = PROMPT_KEYS | {"train_seconds", "train_examples_per_second", "ad
 TINY = ["--learning-rate", "0.01", "--epochs", "1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("PVF_THREADS", "1")
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def invoke(*args: str):

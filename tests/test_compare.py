@@ -180,3 +180,12 @@ def test_exported_csv_neutralises_formulas(tmp_path):
 
     write_safe_csv(pd.DataFrame({"text": ["=1+1", "+cmd", "-2", "@SUM(A1)", "fine"]}), tmp_path / "x.csv")
     assert pd.read_csv(tmp_path / "x.csv")["text"].tolist() == ["'=1+1", "'+cmd", "'-2", "'@SUM(A1)", "fine"]
+
+
+def test_scores_and_p_values_read_as_people_expect():
+    assert c.p_text(3e-19) == "p < 0.001" and c.p_text(0.0321) == "p = 0.032"
+    assert c.score_text(0.78, "accuracy") == "78.0% accuracy" and c.score_text(0.7998, "chrF") == "chrF 80.0"
+    summaries, tests = summaries_and_tests(0.70, 0.88, p_value=1e-9)
+    rec = c.recommend(summaries, tests)
+    assert any("p < 0.001: unlikely to be luck" in r for r in rec.reasons), rec.reasons
+    assert "p < 0.001" in tests[("zero-shot", "LoRA")].sentence()

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_support import run, texts
 from conftest import ROOT
 from pvf_core import demo, jobs, models
 from pvf_core.data import Limits, load_dataset
@@ -53,7 +54,7 @@ def gone(process: subprocess.Popen, timeout: float = 60) -> bool:
     """Whether the process ended (jobs.cancel reaps it itself, so Popen's return code cannot tell)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None or not demo._pid_alive(process.pid):
+        if process.poll() is not None or not jobs.pid_alive(process.pid):
             return True
         time.sleep(0.1)
     return False
@@ -423,16 +424,6 @@ def test_the_fetched_file_is_found_when_the_package_is_missing(tmp_path, monkeyp
 
 def new_session() -> AppTest:
     return AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-
-
-def run(target) -> AppTest:
-    at = target.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
 
 
 def selected(at: AppTest) -> str | None:

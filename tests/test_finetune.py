@@ -18,16 +18,7 @@ from pvf_core.finetune import (PRESETS, FinetuneRun, LoraSettings, ThreadChooser
 from conftest import dataset_path, toy_reviews
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny models run fastest on one thread (and a busy machine cannot stall them)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("PVF_THREADS", "1")
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_splits(n_train: int = 64, n_val: int = 16, n_test: int = 16) -> Splits:
@@ -293,7 +284,7 @@ def test_a_folder_without_run_json_is_refused(tmp_path):
 
 # -- estimates --------------------------------------------------------------------------------------------
 
-def test_estimate_measures_once_and_says_whether_it_fits(tiny_model_dir):
+def test_estimate_measures_once_and_says_whether_it_fits(tiny_model_dir, monkeypatch):
     splits = toy_splits(64, 16, 16)
     settings = quick()
     rough = finetune.estimate(settings, splits, str(tiny_model_dir), calibrate=False)
@@ -307,6 +298,8 @@ def test_estimate_measures_once_and_says_whether_it_fits(tiny_model_dir):
     assert cached.calibrated and cached.peak_mb == measured.peak_mb
     longer = finetune.estimate(quick(epochs=6), splits, str(tiny_model_dir), calibrate=False)
     assert longer.train_seconds == pytest.approx(2 * measured.train_seconds, rel=0.1)
+    monkeypatch.setattr(finetune, "CALIBRATION_MAX_AGE_S", 0)  # a stale measurement is measured again
+    assert not finetune.estimate(settings, splits, str(tiny_model_dir), calibrate=False).calibrated
 
 
 def test_estimate_says_when_a_run_would_not_fit(tiny_model_dir, monkeypatch):
@@ -315,7 +308,7 @@ def test_estimate_says_when_a_run_would_not_fit(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(finetune, "_calibration", lambda *args, **kwargs: measured)
     monkeypatch.setattr(finetune, "_available_mb", lambda: 500.0)
     found = finetune.estimate(quick(), toy_splits(), str(tiny_model_dir))
-    assert not found.fits and found.peak_mb == pytest.approx(900.0 * 1.1) and "would not fit" in " ".join(found.messages)
+    assert not found.fits and found.peak_mb == pytest.approx(900.0 * finetune.CALIBRATION_MEMORY_MARGIN) and "would not fit" in " ".join(found.messages)
     monkeypatch.setattr(finetune, "_available_mb", lambda: 5000.0)
     assert finetune.estimate(quick(), toy_splits(), str(tiny_model_dir)).fits
 

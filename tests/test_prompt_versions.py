@@ -90,6 +90,7 @@ def test_history_noise_and_two_versions_side_by_side(sample, tiny_model):
 
     history = prompt_history(store, sample.id, "classification")
     assert list(history["name"]) == ["v1 (zero-shot)", "balanced four"]
+    assert list(history["model"]) == [tiny_model.name] * 2  # which model answered is kept with each version
     assert history["accuracy"].iloc[0] == pytest.approx(first.metrics["accuracy"] * 100)
     assert math.isnan(history["spread"].iloc[0]) and history["draws"].iloc[0] == 0
     assert history["spread"].iloc[1] == pytest.approx(spread["std"] * 100) and history["draws"].iloc[1] == 3

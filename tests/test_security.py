@@ -84,6 +84,20 @@ def test_pickled_adapters_are_refused(tmp_path):
     assert models.check_adapter_folder(adapter) == adapter
 
 
+def test_evaluating_or_merging_a_pickled_adapter_is_refused_before_loading(tmp_path):
+    from pvf_core.evaluate import Arm, load_arm_model
+    from pvf_core.finetune import merge_run
+
+    adapter = tmp_path / "run"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(ModelLoadError, match="pickle files"):
+        load_arm_model(Arm("lora", None, adapter=str(adapter), model="no-such-model"))
+    with pytest.raises(ModelLoadError, match="pickle files"):
+        merge_run(adapter)
+
+
 # -- uploads: a file name is only ever a label ------------------------------------------------------------
 
 HOSTILE_NAMES = ["../../../../tmp/pvf-escape.csv", "/etc/passwd", "..\\..\\windows\\system32\\x.csv",

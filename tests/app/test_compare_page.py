@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_support import run
 from conftest import ROOT
 from pvf_core import jobs
 
@@ -16,12 +17,6 @@ def app(monkeypatch, tiny_model_dir) -> AppTest:
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("PVF_MODEL", str(tiny_model_dir))
     return AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-
-
-def run(target) -> AppTest:
-    at = target.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def test_without_a_dataset_the_page_asks_for_one(app):
@@ -62,3 +57,28 @@ def test_standard_comparison_end_to_end(app):
     run(again)
     run(again.switch_page("pages/compare.py"))
     assert any(s.value.startswith("Recommendation: use **") for s in again.subheader)
+
+
+def test_the_public_demo_caps_the_comparison_and_may_switch_training_off(app, monkeypatch):
+    from streamlit import config
+
+    from pvf_core import store
+    from ui import session
+
+    for name, value in (("PVF_DEMO", "1"), ("PVF_DEMO_MIN_FREE_MB", "0"), ("PVF_DEMO_MAX_TRAIN_ROWS", "40"),
+                        ("PVF_DEMO_MAX_TEST_ROWS", "30"), ("PVF_DEMO_MAX_JOBS", "0")):
+        monkeypatch.setenv(name, value)
+    shown = config.get_option("client.showErrorDetails")
+    try:
+        at = run(app)  # a demo session starts with the sample selected
+        at = run(at.switch_page("pages/compare.py"))
+        assert at.number_input(key="cmp_max_train").value == 40
+        assert at.number_input(key="cmp_limit").value == 30
+        assert any(c.value.startswith("The public demo trains on at most 40 rows") for c in at.caption)
+        run(at.button(key="cmp_run").click())
+        assert any(e.value.startswith("Fine-tuning is switched off in this public demo.") for e in at.error)
+        assert not [r for r in jobs.Store().list_runs(kind="compare") if r.status != "done"]
+    finally:
+        session._process_setup.clear()
+        store.set_workspace_resolver(None)
+        config.set_option("client.showErrorDetails", shown)

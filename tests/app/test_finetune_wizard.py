@@ -12,6 +12,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_support import run, texts
 from conftest import ROOT
 from pvf_core import finetune, jobs
 from pvf_core.data import load_dataset
@@ -33,16 +34,6 @@ def tiny_app(workspace, tiny_model_dir, monkeypatch):
     yield
     for run in jobs.active_jobs():
         jobs.cancel(run.id, grace_seconds=1)
-
-
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
-
-
-def run(target) -> AppTest:
-    at = target.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def new_app(**query) -> AppTest:

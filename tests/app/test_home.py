@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_support import run, texts
 from conftest import FIXTURES, ROOT, dataset_path
 from pvf_core.samples import SAMPLE_NAME
 
@@ -20,17 +21,6 @@ TIMEOUT = 120  # the first run in a process imports pandas, sklearn, plotly and 
 def app(monkeypatch) -> AppTest:
     monkeypatch.chdir(ROOT)
     return AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-
-
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
-
-
-def run(target) -> AppTest:
-    """Run the app (``target`` is the AppTest or a widget just changed) and check it raised nothing."""
-    at = target.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def use_dataset(at: AppTest) -> AppTest:

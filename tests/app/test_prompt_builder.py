@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_support import run, texts
 from conftest import ROOT
 from pvf_core.compare import RESULT_FILE, comparable_runs
 from pvf_core.prompting import PromptSpec
@@ -40,16 +41,6 @@ def builder(monkeypatch, tiny_model_dir, sample) -> AppTest:
     return run(at.switch_page("pages/prompt_builder.py"))
 
 
-def run(target) -> AppTest:
-    at = target.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
-
-
 def preview(at: AppTest) -> str:
     (code,) = at.code
     return code.value
@@ -70,6 +61,16 @@ def plotly_titles(at: AppTest) -> list[str]:
         title = json.loads(chart.proto.spec)["layout"].get("title", {})
         titles.append(title.get("text", "") if isinstance(title, dict) else str(title))
     return titles
+
+
+def builder_on(dataset, model_dir, monkeypatch) -> AppTest:
+    """The prompt builder opened on a registered dataset, with the model in ``model_dir``."""
+    monkeypatch.setenv("PVF_MODEL", str(model_dir))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["dataset"] = str(dataset.id)
+    run(at)
+    return run(at.switch_page("pages/prompt_builder.py"))
 
 
 def test_zero_shot_then_two_shot_versions(builder, sample):
@@ -204,12 +205,7 @@ def test_a_text_to_text_dataset(monkeypatch, tiny_model_dir, workspace):
     rows = "".join(f"make {w} loud,{w.upper()}\n" for w in ["cat", "dog", "sun", "sea", "owl", "fox", "elk", "yak"] * 5)
     table = read_csv(("input,output\n" + rows).encode(), name="shout.csv")
     dataset = register_dataset(table, ColumnMapping("text-to-text", "input", "output"))
-    monkeypatch.setenv("PVF_MODEL", str(tiny_model_dir))
-    monkeypatch.chdir(ROOT)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params["dataset"] = str(dataset.id)
-    run(at)
-    at = run(at.switch_page("pages/prompt_builder.py"))
+    at = builder_on(dataset, tiny_model_dir, monkeypatch)
     assert not [b for b in at.button if b.key.startswith("pb_preset_")]  # the presets are for the sample only
     assert "Answer with the result only, without explanations." in preview(at)
     run(at.number_input(key="pb_max_answer").set_value(8))
@@ -237,12 +233,7 @@ def test_more_examples_than_training_rows_is_explained(monkeypatch, tiny_model_d
     table = read_csv(("text,label\n" + rows).encode(), name="small.csv")
     dataset = register_dataset(table, ColumnMapping("classification", "text", "label"),
                                SplitSettings(test_fraction=0.5))
-    monkeypatch.setenv("PVF_MODEL", str(tiny_model_dir))
-    monkeypatch.chdir(ROOT)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params["dataset"] = str(dataset.id)
-    run(at)
-    at = run(at.switch_page("pages/prompt_builder.py"))
+    at = builder_on(dataset, tiny_model_dir, monkeypatch)
     run(at.radio(key="pb_examples").set_value("few"))
     run(at.slider(key="pb_shots").set_value(16))
     assert any("examples were asked for, but only" in w for w in texts(at.warning))

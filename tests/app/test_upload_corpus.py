@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_support import run, texts
 from conftest import FIXTURES, ROOT
 from pvf_core.samples import SAMPLE_NAME
 from test_bad_csv import EXPECTED, Fails
@@ -38,16 +39,6 @@ def session(workspace) -> AppTest:
     assert selected(at).startswith(f"Selected: **{SAMPLE_NAME}**")
     run(at.radio(key="home_source").set_value("Upload a CSV"))
     return at
-
-
-def run(target) -> AppTest:
-    at = target.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
 
 
 def selected(at: AppTest) -> str:

@@ -1,0 +1,51 @@
+"""The benchmark scripts still run end to end (tiny model, a handful of rows): they print their ratios."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT, dataset_path
+
+
+def bench(script: str, *args: str, timeout: int = 600) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def files() -> list[str]:
+    return ["--train", str(dataset_path("sst2_train.csv")), "--test", str(dataset_path("sst2_test.csv"))]
+
+
+def test_bench_prompt_compares_both_baselines(tiny_model_dir, tmp_path):
+    out = bench("bench_prompt.py", *files(), "--model", str(tiny_model_dir), "--rows", "8", "--baseline-rows", "4",
+                "--rounds", "2", "--shots", "1", "--max-new-tokens", "2", "--results-dir", str(tmp_path))
+    assert "vs the default baseline: throughput" in out and "vs the same-dtype baseline: throughput" in out
+    [saved] = tmp_path.glob("bench_prompt-*.json")
+    result = json.loads(saved.read_text())
+    assert result["rows"] == 8 and result["baseline_rows"] == 4
+    assert set(result["baselines"]) == {"default", "same-dtype"}
+    assert result["ratios"]["throughput_vs_default"] > 0 and 0 < result["ratios"]["flops_fraction_of_peak"]
+
+
+def test_bench_finetune_prints_the_ratios(tiny_model_dir, tmp_path):
+    out = bench("bench_finetune.py", *files(), "--model", str(tiny_model_dir), "--train-rows", "24", "--test-rows",
+                "8", "--epochs", "1", "--max-length", "384", "--json", str(tmp_path / "finetune.json"))
+    assert "speed ours/reference:" in out and "peak memory ours/reference:" in out
+    result = json.loads((tmp_path / "finetune.json").read_text())
+    assert {"speed", "memory", "accuracy_delta"} <= set(result["ratios"])
+    assert result["sides"]["ours"]["examples"] > 0 and result["sides"]["reference"]["examples"] > 0
+
+
+def test_bench_compare_prints_the_ratio(tiny_model_dir, tmp_path):
+    out = bench("bench_compare.py", *files(), "--model", str(tiny_model_dir), "--train-rows", "24", "--test-rows",
+                "8", "--epochs", "1", "--results-dir", str(tmp_path))
+    assert "ratio ours / baseline:" in out
+    [saved] = tmp_path.glob("bench_compare-*.json")
+    result = json.loads(saved.read_text())
+    assert result["ours_seconds"] > 0 and result["baseline_seconds"] > 0 and result["recommendation"]
