@@ -189,3 +189,53 @@ def test_scores_and_p_values_read_as_people_expect():
     rec = c.recommend(summaries, tests)
     assert any("p < 0.001: unlikely to be luck" in r for r in rec.reasons), rec.reasons
     assert "p < 0.001" in tests[("zero-shot", "LoRA")].sentence()
+
+
+def fake_text_eval(arm, inputs, predictions, references, ms=10.0):
+    from pvf_core.evaluate import EvalResult
+    from pvf_core.metrics import text_metrics
+
+    return EvalResult(arm=arm, task="text-to-text", n_test=len(references), metrics=text_metrics(references, predictions),
+                      texts=inputs, references=references, predictions=predictions, label_scores=None,
+                      ms_per_example=ms, latencies_ms=[ms] * len(references), prompt_tokens_per_row=50.0,
+                      peak_rss_mb=600.0, seconds=1.0, calibration="none")
+
+
+def corrections(n=30):
+    inputs = [f"she go to the market number {i} every day" for i in range(n)]
+    references = [f"she goes to the market number {i} every day" for i in range(n)]
+    return inputs, references
+
+
+def test_an_arm_worse_than_leaving_the_text_unchanged_is_called_out():
+    inputs, refs = corrections()
+    garbled = [f"market day {i}" for i in range(len(refs))]
+    arms = [fake_text_eval("zero-shot", inputs, garbled, refs), fake_text_eval("LoRA", inputs, garbled[:-5] + refs[-5:], refs)]
+    comparison = c.build_comparison(arms, [c.ArmInfo("zero-shot", "prompt"), c.ArmInfo("LoRA", "finetune")],
+                                    task="text-to-text", labels=[])
+    first = comparison.recommendation.reasons[0]
+    assert first.startswith(f"Careful: {comparison.recommendation.arm} scores worse than leaving the text unchanged")
+    assert "p < 0.001" in first
+    unchanged = comparison.to_dict()["unchanged_input"]
+    assert unchanged["chrf"] > 80 and unchanged["exact_match"] == 0.0
+
+
+def test_an_arm_that_improves_the_texts_says_so():
+    inputs, refs = corrections()
+    arms = [fake_text_eval("zero-shot", inputs, inputs, refs), fake_text_eval("LoRA", inputs, refs, refs)]
+    comparison = c.build_comparison(arms, [c.ArmInfo("zero-shot", "prompt"), c.ArmInfo("LoRA", "finetune")],
+                                    task="text-to-text", labels=[])
+    assert comparison.recommendation.arm == "LoRA"
+    assert comparison.recommendation.reasons[0].startswith("It beats leaving the text unchanged (chrF ")
+    assert "chrF 100.0" in comparison.recommendation.reasons[0]
+
+
+def test_the_chrf_bootstrap_from_row_statistics_equals_rescoring_every_sample():
+    from pvf_core.metrics import chrf_from_statistics, chrf_statistics, text_metrics
+
+    inputs, refs = corrections(25)
+    a, b = inputs, refs[:20] + inputs[20:]
+    assert chrf_from_statistics(chrf_statistics(refs, a).sum(axis=0)) == pytest.approx(text_metrics(refs, a)["chrf"])
+    slow = c.paired_bootstrap(lambda r, p: text_metrics(list(r), list(p))["chrf"] / 100, refs, a, b, samples=60)
+    fast = c.paired_bootstrap_chrf(refs, a, b, samples=60)
+    assert fast == pytest.approx(slow) and fast["difference"] > 0

@@ -46,7 +46,10 @@ def show(comparison: Comparison, folder: Path) -> None:
     with st.container(border=True):
         st.subheader(f"Recommendation: use **{rec.arm}**")
         for reason in rec.reasons:
-            st.markdown(f"- {reason}")
+            if reason.startswith("Careful:"):
+                st.warning(reason, icon=":material/warning:")
+            else:
+                st.markdown(f"- {reason}")
         st.markdown("**What would change the answer**")
         for change in rec.what_would_change:
             st.markdown(f"- {change}")

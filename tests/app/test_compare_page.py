@@ -82,3 +82,36 @@ def test_the_public_demo_caps_the_comparison_and_may_switch_training_off(app, mo
         session._process_setup.clear()
         store.set_workspace_resolver(None)
         config.set_option("client.showErrorDetails", shown)
+
+
+def test_a_text_comparison_warns_when_no_arm_beats_leaving_the_text_unchanged(app):
+    from pvf_core.compare import ArmInfo, build_comparison
+    from pvf_core.data import ColumnMapping, read_csv, register_dataset
+    from pvf_core.evaluate import EvalResult
+    from pvf_core.metrics import text_metrics
+
+    rows = "".join(f"she go home at {i},she goes home at {i}\n" for i in range(60))
+    dataset = register_dataset(read_csv(("input,output\n" + rows).encode(), name="fix.csv"),
+                               ColumnMapping("text-to-text", "input", "output"))
+    inputs, refs = list(dataset.splits.test["text"]), list(dataset.splits.test["label"])
+
+    def arm(name: str, predictions: list[str]) -> EvalResult:
+        return EvalResult(arm=name, task="text-to-text", n_test=len(refs), metrics=text_metrics(refs, predictions),
+                          texts=inputs, references=refs, predictions=predictions, label_scores=None,
+                          ms_per_example=20.0, latencies_ms=[20.0] * len(refs), prompt_tokens_per_row=40.0,
+                          peak_rss_mb=700.0, seconds=1.0, calibration="none")
+
+    comparison = build_comparison([arm("zero-shot", ["home"] * len(refs)), arm("LoRA", ["she home"] * len(refs))],
+                                  [ArmInfo("zero-shot", "prompt"), ArmInfo("LoRA", "finetune", train_seconds=60)],
+                                  task="text-to-text", labels=[], dataset="fix.csv")
+    store = jobs.Store()
+    run_id = store.add_run("compare", dataset_id=dataset.id, name="comparison", status="done")
+    store.update_run(run_id, folder=str(jobs.run_folder(run_id)))
+    comparison.save(jobs.run_folder(run_id))
+    app.query_params["dataset"] = str(dataset.id)
+    app.query_params["comparison"] = str(run_id)
+    at = run(app)
+    at = run(at.switch_page("pages/compare.py"))
+    warnings = [w.value for w in at.warning]
+    assert any(w.startswith("Careful: ") and "scores worse than leaving the text unchanged" in w for w in warnings), \
+        warnings

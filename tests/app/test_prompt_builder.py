@@ -33,12 +33,7 @@ def sample(workspace):
 @pytest.fixture
 def builder(monkeypatch, tiny_model_dir, sample) -> AppTest:
     """The Prompt builder with the sample selected and the tiny model."""
-    monkeypatch.setenv("PVF_MODEL", str(tiny_model_dir))
-    monkeypatch.chdir(ROOT)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params["dataset"] = str(sample.id)
-    run(at)
-    return run(at.switch_page("pages/prompt_builder.py"))
+    return builder_on(sample, tiny_model_dir, monkeypatch)
 
 
 def preview(at: AppTest) -> str:
