@@ -7,6 +7,7 @@ import re
 import pandas as pd
 import streamlit as st
 
+from pvf_core.compare import unchanged_input_metrics
 from pvf_core.report import confusion_figure, shares_figure
 
 WRONG = "background-color: #FDE2E1"
@@ -62,6 +63,9 @@ def answers(result, key: str) -> None:
     if result.task != "classification":
         st.markdown(f"chrF **{metrics['chrf']:.1f}**, exact match **{metrics['exact_match']:.1%}**: see the rows for "
                     "the answers themselves.")
+        unchanged = unchanged_input_metrics(result)
+        st.caption(f"For scale: answering every row with its input unchanged scores chrF {unchanged['chrf']:.1f} and "
+                   f"exact match {unchanged['exact_match']:.1%}. For corrections that is the score to beat.")
     else:
         left, right = st.columns(2)
         raw = metrics.get("raw", {}).get("prediction_shares") if metrics.get("calibration", "none") != "none" else None

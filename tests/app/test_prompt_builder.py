@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from apptest_support import run, texts
 from conftest import ROOT
 from pvf_core.compare import RESULT_FILE, comparable_runs
+from pvf_core.metrics import text_metrics
 from pvf_core.prompting import PromptSpec
 from pvf_core.samples import SAMPLE_INSTRUCTION, SAMPLE_PROMPTS, register_sample
 from pvf_core.store import Store
@@ -211,6 +212,9 @@ def test_a_text_to_text_dataset(monkeypatch, tiny_model_dir, workspace):
     assert metrics(at)["Exact match"] == f"{version.metrics['exact_match']:.1%}"
     rows_shown = frame_with(at, "model's answer")
     assert list(rows_shown["expected"]) == list(dataset.splits.test["label"])
+    unchanged = text_metrics(list(dataset.splits.test["label"]), list(dataset.splits.test["text"]))
+    assert f"For scale: answering every row with its input unchanged scores chrF {unchanged['chrf']:.1f}" in \
+        " ".join(texts(at.caption))
 
 
 def test_progress_text_has_the_time_left():
