@@ -268,7 +268,8 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
                 "break_even_queries": comparison.break_even, "learning_curve": comparison.curve,
                 "report": paths["html"], "predictions_csv": paths["csv"], "comparison_json": paths["json"],
                 "metrics": {a["arm"]: a["metrics"].get(comparison.metric) for a in data["arms"]},
-                "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb()}
+                "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb()} | (
+                    {"unchanged_input": data["unchanged_input"]} if "unchanged_input" in data else {})
 
     default_folder = output or (None if run_id is not None else
                                 str(workspace_dir("runs", time.strftime("compare-%Y%m%d-%H%M%S"))))

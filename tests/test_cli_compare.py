@@ -68,3 +68,20 @@ def test_standard_comparison_runs_as_a_job_and_reopens(tiny_model_dir):
     assert all(r.n_test == 16 for r in comparison.results)
     events = jobs.read_progress(run_id)
     assert any(e.get("event") == "progress" and e.get("percent", 0) > 0 for e in events)
+
+
+def test_a_text_to_text_comparison_reports_the_unchanged_input(tmp_path, tiny_model_dir):
+    from pvf_core.metrics import text_metrics
+
+    words = ["cat", "dog", "sun", "sea", "owl", "fox", "elk", "yak"] * 4
+    rows = pd.DataFrame({"input": [f"make {w} loud" for w in words], "output": [f"make {w.upper()} loud" for w in words]})
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    rows.iloc[:24].to_csv(train, index=False)
+    rows.iloc[24:].to_csv(test, index=False)
+    out = run_compare(["--train", str(train), "--test", str(test), "--model", str(tiny_model_dir), "--shots", "0",
+                       "--epochs", "1", "--output", str(tmp_path / "cmp"), "--input-column", "input",
+                       "--output-column", "output"])
+    assert out["task"] == "text-to-text" and {"chrf", "exact_match"} <= set(out["arms"][0]["metrics"])
+    expected = text_metrics(list(rows.iloc[24:]["output"]), list(rows.iloc[24:]["input"]))
+    assert out["unchanged_input"] == pytest.approx(expected)
+    assert any("leaving the text unchanged" in r for r in out["recommendation"]["reasons"])
