@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from .compare import score_text
+from .compare import score_text, unchanged_input_metrics
 
 PALETTE = ["#4B5FD6", "#E4572E", "#17BEBB", "#FFC914", "#76B041", "#9C51B6", "#F28C28", "#5C6B73"]
 
@@ -33,8 +33,11 @@ def confusion_figure(matrix: list[list[int]], labels: list[str], title: str) -> 
     return fig
 
 
-def metric_bars_figure(rows: list[dict], metric: str) -> go.Figure:
-    """One bar per arm with its 95% interval; ``rows`` have arm, value, low, high (0..1)."""
+def metric_bars_figure(rows: list[dict], metric: str, unchanged: float | None = None) -> go.Figure:
+    """One bar per arm with its 95% interval; ``rows`` have arm, value, low, high (0..1).
+
+    ``unchanged`` (0..1, text-to-text) draws the score of leaving every text unchanged as a dashed line.
+    """
     fig = go.Figure(go.Bar(
         x=[r["arm"] for r in rows], y=[r["value"] * 100 for r in rows],
         marker_color=[PALETTE[i % len(PALETTE)] for i in range(len(rows))],
@@ -45,6 +48,10 @@ def metric_bars_figure(rows: list[dict], metric: str) -> go.Figure:
     unit = "" if metric.lower() == "chrf" else " (%)"
     fig.update_layout(title=f"{metric} on the same test rows (bars: 95% interval)", height=340,
                       yaxis_title=f"{metric}{unit}", yaxis_range=[0, 105], margin=dict(l=10, r=10, t=40, b=10))
+    if unchanged is not None:
+        fig.add_hline(y=unchanged * 100, line_dash="dash", line_color="#555",
+                      annotation_text=f"leaving the text unchanged: {score_text(unchanged, metric, named=False)}",
+                      annotation_position="top left")
     return fig
 
 
@@ -155,7 +162,9 @@ def comparison_figures(comparison) -> dict[str, go.Figure]:
              "low": row[f"{metric}_low"] if row[f"{metric}_low"] is not None else row[metric] / scale,
              "high": row[f"{metric}_high"] if row[f"{metric}_high"] is not None else row[metric] / scale}
             for row in table.to_dict("records")]
-    figures = {"quality": metric_bars_figure(bars, "accuracy" if metric == "accuracy" else "chrF")}
+    unchanged = None if comparison.task == "classification" else \
+        unchanged_input_metrics(comparison.results[0])["chrf"] / 100
+    figures = {"quality": metric_bars_figure(bars, "accuracy" if metric == "accuracy" else "chrF", unchanged)}
     horizon = max(10_000, int((comparison.break_even or 0) * 2), comparison.cost_model.queries_per_month)
     figures["cost"] = cost_figure(cost_curve(comparison.costs, horizon), comparison.break_even)
     if comparison.curve:

@@ -22,3 +22,17 @@ def test_loss_figure_draws_training_and_validation_loss_by_step():
     train, validation = loss_figure(progress).data
     assert list(train.x) == [5, 10] and list(train.y) == [1.8, 1.5]
     assert list(validation.x) == [0, 10] and list(validation.y) == [2.0, 1.6]
+
+
+def test_quality_bars_show_chrf_as_points_and_the_unchanged_text_as_a_line():
+    from pvf_core.report import metric_bars_figure
+
+    rows = [{"arm": "zero-shot", "value": 0.329, "low": 0.27, "high": 0.38},
+            {"arm": "LoRA", "value": 0.80, "low": 0.77, "high": 0.83}]
+    figure = metric_bars_figure(rows, "chrF", unchanged=0.862)
+    assert list(figure.data[0].text) == ["32.9", "80.0"] and figure.layout.yaxis.title.text == "chrF"
+    (line,) = figure.layout.shapes
+    assert line.y0 == line.y1 == 86.2
+    assert figure.layout.annotations[0].text == "leaving the text unchanged: 86.2"
+    accuracy = metric_bars_figure([{**r} for r in rows], "accuracy")
+    assert list(accuracy.data[0].text) == ["32.9%", "80.0%"] and not accuracy.layout.shapes
