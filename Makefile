@@ -38,7 +38,7 @@ test: $(VENV)/.installed-dev /usr/bin/chromium
 test-fast: $(VENV)/.installed-dev
 	$(PY) -m pytest -m "not slow and not browser"
 
-# Side-by-side benchmarks (ours vs a baseline in one run, ratios printed); slow: 10-30 minutes each.
+# Side-by-side benchmarks (ours vs a baseline in one run, ratios printed); 3-12 minutes each, about 30 in all.
 bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_prompt.py
 	$(PY) bench/bench_finetune.py

@@ -191,6 +191,10 @@ def prompt(train_path: str, test_path: str, shots: int, selection: str, instruct
         result.predictions_frame(scores=False).to_csv(predictions_path, index=False)
     output = {**result.summary(), "seconds": round(time.perf_counter() - started, 3), "peak_rss_mb": peak_rss_mb(),
               "model": loaded.name, "seed": seed, "predictions": predictions_path}
+    if splits.task != "classification":
+        from .compare import unchanged_input_metrics
+
+        output["unchanged_input"] = unchanged_input_metrics(result)
     emit(output, as_json, _prompt_summary)
 
 
@@ -200,7 +204,9 @@ def _prompt_summary(r: dict[str, Any]) -> str:
         quality = (f"accuracy {m['accuracy']:.3f} (before calibration {m['raw']['accuracy']:.3f}), "
                    f"macro-F1 {m['macro_f1']:.3f}")
     else:
-        quality = f"chrF {m['chrf']:.1f}, exact match {m['exact_match']:.3f}"
+        same = r["unchanged_input"]
+        quality = (f"chrF {m['chrf']:.1f}, exact match {m['exact_match']:.3f} (leaving the text unchanged: "
+                   f"chrF {same['chrf']:.1f}, exact match {same['exact_match']:.3f})")
     lines = [f"{r['arm']} on {r['n_test']} rows: {quality}",
              f"{r['ms_per_example']:.1f} ms/row, {r['prompt_tokens_per_row']:.0f} prompt tokens/row, "
              f"peak memory {r['peak_rss_mb']:.0f} MB, {r['seconds']:.1f} s in all"]

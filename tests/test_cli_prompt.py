@@ -66,6 +66,7 @@ def test_prompt_text_to_text(tmp_path, tiny_model_dir):
     assert list(frame.columns) == ["input", "output", "prediction"]
     again = text_metrics(frame["output"], frame["prediction"])
     assert again["chrf"] == pytest.approx(data["metrics"]["chrf"])
+    assert data["unchanged_input"] == pytest.approx(text_metrics(frame["output"], frame["input"]))
 
 
 def test_plain_summary_names_the_score_and_tips(sentiment_files, tiny_model_dir):
