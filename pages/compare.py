@@ -51,7 +51,7 @@ with st.expander("Run the standard comparison", expanded=chosen is None and not 
         try:
             demo.check_can_start_job()
             run_id = start_comparison(dataset, model=default_model(), shots=sorted(shots), max_train=int(max_train),
-                                      limit=int(limit), learning_curve=curve)
+                                      limit=int(limit), learning_curve=curve, epochs=demo.capped_epochs("balanced"))
         except PvfError as error:
             st.error(str(error))
         else:

@@ -833,14 +833,17 @@ def _unique_name(name: str, taken: Sequence[str]) -> str:
 
 def start_comparison(dataset: Any, *, model: str = "bundled", shots: Sequence[int] = (0, 4),
                      max_train: int | None = None, limit: int | None = None, learning_curve: bool = False,
-                     instruction: str = "", seed: int = 0, store: Any = None) -> int:
-    """Queue the standard comparison of a registered dataset as a background job; its run id."""
+                     instruction: str = "", seed: int = 0, epochs: float | None = None, store: Any = None) -> int:
+    """Queue the standard comparison of a registered dataset as a background job; its run id.
+
+    ``epochs`` overrides the Balanced preset's passes (the public demo caps them).
+    """
     from .jobs import run_folder, submit, write_splits
     from .store import Store
 
     store = store or Store()
     settings = {"shots": list(shots), "max_train": max_train, "limit": limit, "learning_curve": learning_curve,
-                "model": model, "seed": seed, "instruction": instruction}
+                "model": model, "seed": seed, "instruction": instruction, "epochs": epochs}
     run_id = store.add_run("compare", dataset_id=dataset.id, name=f"standard comparison of {dataset.name}",
                            settings=settings, status="created")
     folder = run_folder(run_id)
@@ -852,6 +855,8 @@ def start_comparison(dataset: Any, *, model: str = "bundled", shots: Sequence[in
         args += ["--limit", str(int(limit))]
     if learning_curve:
         args.append("--learning-curve")
+    if epochs:
+        args += ["--epochs", str(float(epochs))]
     if instruction:
         args += ["--instruction", instruction]
     return submit(args, kind="compare", run_id=run_id, store=store)

@@ -138,6 +138,14 @@ def limits() -> DemoSettings:
     return DemoSettings.from_env()
 
 
+def capped_epochs(preset: str) -> float | None:
+    """A preset's passes where the public demo allows fewer than it asks for; None where it does not."""
+    from .finetune import preset_settings
+
+    s, wanted = limits(), preset_settings(preset).epochs
+    return s.epochs(wanted) if s.enabled and s.epochs(wanted) < wanted else None
+
+
 def enabled() -> bool:
     return limits().enabled
 

@@ -119,6 +119,17 @@ def test_upload_and_training_limits(demo_on, monkeypatch):
     assert demo.limits().training_rows(1000) == 1000
 
 
+def test_a_comparison_in_the_demo_trains_no_more_passes_than_allowed(demo_on, monkeypatch):
+    from pvf_core.finetune import preset_settings
+
+    wanted = preset_settings("balanced").epochs
+    assert demo.capped_epochs("balanced") is None  # the default cap (3) is above the preset's passes
+    monkeypatch.setenv("PVF_DEMO_MAX_EPOCHS", "0.5")
+    assert demo.capped_epochs("balanced") == 0.5 < wanted
+    monkeypatch.setenv("PVF_DEMO", "0")
+    assert demo.capped_epochs("balanced") is None
+
+
 # -- one workspace per session ----------------------------------------------------------------------------
 
 def test_session_ids_are_random_and_never_paths():
