@@ -4,13 +4,13 @@ import streamlit as st
 
 from ui import session
 
-st.set_page_config(page_title="PvF Studio: prompt or fine-tune?", page_icon="⚖️", layout="wide")
+st.set_page_config(page_title="PvF Studio: prompt or fine-tune?", page_icon=":material/balance:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home: your data", icon="🏠", default=True),
-    st.Page("pages/prompt_builder.py", title="Prompt builder", icon="✍️"),
-    st.Page("pages/finetune_wizard.py", title="Fine-tuning wizard", icon="🛠️"),
-    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+    st.Page("pages/home.py", title="Home: your data", icon=":material/home:", default=True),
+    st.Page("pages/prompt_builder.py", title="Prompt builder", icon=":material/edit_note:"),
+    st.Page("pages/finetune_wizard.py", title="Fine-tuning wizard", icon=":material/tune:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/balance:"),
 ]
 
 with session.guard():  # a full disk or a model that fails to load: a plain message, not a traceback

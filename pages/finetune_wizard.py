@@ -199,4 +199,4 @@ if opened is not None:
     if status.status == "done":
         st.header("5. Result")
         finetune_result.show(store.get_run(opened), key=KEY, allow_merge=not limits.enabled)
-        st.page_link("pages/compare.py", label="Compare it with your prompts", icon="⚖️")
+        st.page_link("pages/compare.py", label="Compare it with your prompts", icon=":material/balance:")

@@ -22,10 +22,10 @@ st.markdown(
     "you which one to use, and what each costs.")
 st.table({
     "": ["What you give", "Up-front cost", "Cost per answer", "Tends to win when"],
-    "✍️ Prompting": ["An instruction, maybe a few examples", "Minutes of your time, no training",
+    "Prompting": ["An instruction, maybe a few examples", "Minutes of your time, no training",
                      "Longer input: the instruction and examples are read again for every answer",
                      "You have few labelled rows, the task is common sense, or it changes often"],
-    "🛠️ Fine-tuning": ["A few hundred labelled rows", "Minutes to hours of training",
+    "Fine-tuning": ["A few hundred labelled rows", "Minutes to hours of training",
                        "Short input: the model already knows the task",
                        "You have hundreds of rows, a specialised task, or many answers to produce"],
 })
@@ -61,9 +61,9 @@ def show_next_steps() -> None:
     st.success(f"Selected: **{selected.name}** ({selected.task}; {sizes['train']} train / "
                f"{sizes['validation']} validation / {sizes['test']} test rows).")
     left, right, third = st.columns(3)
-    left.page_link("pages/prompt_builder.py", label="Build a prompt", icon="✍️")
-    right.page_link("pages/finetune_wizard.py", label="Fine-tune the model", icon="🛠️")
-    third.page_link("pages/compare.py", label="Compare both", icon="⚖️")
+    left.page_link("pages/prompt_builder.py", label="Build a prompt", icon=":material/edit_note:")
+    right.page_link("pages/finetune_wizard.py", label="Fine-tune the model", icon=":material/tune:")
+    third.page_link("pages/compare.py", label="Compare both", icon=":material/balance:")
 
 
 def stop_with(error: PvfError, headline: str) -> None:

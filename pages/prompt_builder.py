@@ -241,4 +241,4 @@ with compare_tab:
         st.markdown("**What changed**\n" + ("\n".join(f"- {c}" for c in changes) if changes
                                             else "\nNothing: the same prompt."))
         st.markdown("**Did it help?**\n" + "\n".join(f"- {sentence}" for sentence in outcome["sentences"]))
-st.page_link("pages/compare.py", label="Compare your best prompt with fine-tuning", icon="⚖️")
+st.page_link("pages/compare.py", label="Compare your best prompt with fine-tuning", icon=":material/balance:")

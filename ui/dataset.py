@@ -13,7 +13,7 @@ def require_dataset() -> Dataset:
     dataset = resources.current_dataset(state.selected_dataset_id())
     if dataset is None:
         st.info("Pick a dataset first: the sample, or your own CSV.")
-        st.page_link("pages/home.py", label="Choose data", icon="🏠")
+        st.page_link("pages/home.py", label="Choose data", icon=":material/home:")
         st.stop()
     sizes = dataset.splits.sizes()
     st.caption(f"Dataset: **{dataset.name}** · {dataset.task} · {sizes['train']} train / "
