@@ -47,12 +47,8 @@ def paired_bootstrap(metric: Callable[[Sequence[str], Sequence[str]], float], re
     The same resampled rows are scored for both arms, so row difficulty cancels out.
     """
     refs, pa, pb = np.asarray(references, object), np.asarray(predictions_a, object), np.asarray(predictions_b, object)
-    rng = np.random.default_rng(seed)
     observed = metric(refs, pb) - metric(refs, pa)
-    diffs = np.empty(samples)
-    for i in range(samples):
-        idx = rng.integers(0, len(refs), len(refs))
-        diffs[i] = metric(refs[idx], pb[idx]) - metric(refs[idx], pa[idx])
+    diffs = resampled(len(refs), lambda idx: metric(refs[idx], pb[idx]) - metric(refs[idx], pa[idx]), samples, seed)
     return _bootstrap_summary(observed, diffs)
 
 
@@ -63,13 +59,15 @@ def paired_bootstrap_chrf(references: Sequence[str], predictions_a: Sequence[str
 
     stats_a, stats_b = chrf_statistics(references, predictions_a), chrf_statistics(references, predictions_b)
     score = lambda stats: chrf_from_statistics(stats.sum(axis=0)) / 100  # noqa: E731
-    rng = np.random.default_rng(seed)
     observed = score(stats_b) - score(stats_a)
-    diffs = np.empty(samples)
-    for i in range(samples):
-        idx = rng.integers(0, len(stats_a), len(stats_a))
-        diffs[i] = score(stats_b[idx]) - score(stats_a[idx])
+    diffs = resampled(len(stats_a), lambda idx: score(stats_b[idx]) - score(stats_a[idx]), samples, seed)
     return _bootstrap_summary(observed, diffs)
+
+
+def resampled(rows: int, statistic: Callable[[np.ndarray], float], samples: int = 1000, seed: int = 0) -> np.ndarray:
+    """``statistic(idx)`` for ``samples`` bootstrap draws of ``rows`` row indices (with replacement, seeded)."""
+    rng = np.random.default_rng(seed)
+    return np.array([statistic(rng.integers(0, rows, rows)) for _ in range(samples)], dtype=float)
 
 
 def _bootstrap_summary(observed: float, diffs: np.ndarray) -> dict[str, float]:
@@ -145,11 +143,8 @@ def macro_f1_interval(result: Any, labels: Sequence[str], *, samples: int = 1000
     from sklearn.metrics import f1_score
 
     refs, preds = np.asarray(result.references, object), np.asarray(result.predictions, object)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(samples):
-        idx = rng.integers(0, len(refs), len(refs))
-        values.append(f1_score(refs[idx], preds[idx], labels=list(labels), average="macro", zero_division=0))
+    values = resampled(len(refs), lambda idx: f1_score(refs[idx], preds[idx], labels=list(labels), average="macro",
+                                                       zero_division=0), samples, seed)
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high)
 
@@ -574,6 +569,7 @@ def build_comparison(results: Sequence[Any], arms: Sequence[ArmInfo], *, task: s
 
 
 UNCHANGED = "leaving the text unchanged"
+CAUTION = "Careful: "  # a reason starting with this is a warning (the page shows it as one)
 
 
 def unchanged_input_metrics(result: Any) -> dict:
@@ -591,7 +587,7 @@ def unchanged_input_sentence(result: Any) -> str:
     if test.significant and test.difference > 0:
         return f"It beats {UNCHANGED} ({theirs} against its {mine}, {p_text(test.p_value)})."
     verdict = "scores worse than" if test.significant else "does not measurably beat"
-    return (f"Careful: {result.arm} {verdict} {UNCHANGED} ({mine} against {theirs}, {p_text(test.p_value)}), "
+    return (f"{CAUTION}{result.arm} {verdict} {UNCHANGED} ({mine} against {theirs}, {p_text(test.p_value)}), "
             "so it is not shown to improve the texts; look at the rows before using it.")
 
 
@@ -632,9 +628,7 @@ def _bootstrap_half_width(result: Any, samples: int = 1000, seed: int = 0) -> fl
     from .metrics import chrf_from_statistics, chrf_statistics
 
     stats = chrf_statistics(result.references, result.predictions)
-    rng = np.random.default_rng(seed)
-    values = [chrf_from_statistics(stats[idx].sum(axis=0)) / 100
-              for idx in (rng.integers(0, len(stats), len(stats)) for _ in range(samples))]
+    values = resampled(len(stats), lambda idx: chrf_from_statistics(stats[idx].sum(axis=0)) / 100, samples, seed)
     low, high = np.percentile(values, [2.5, 97.5])
     return float(high - low) / 2
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pvf_core.compare import Comparison, CostModel, Priorities, disagreements
+from pvf_core.compare import CAUTION, Comparison, CostModel, Priorities, disagreements
 from pvf_core.report import comparison_figures, write_report
 from pvf_core.settings import field_label
 
@@ -46,7 +46,7 @@ def show(comparison: Comparison, folder: Path) -> None:
     with st.container(border=True):
         st.subheader(f"Recommendation: use **{rec.arm}**")
         for reason in rec.reasons:
-            if reason.startswith("Careful:"):
+            if reason.startswith(CAUTION):
                 st.warning(reason, icon=":material/warning:")
             else:
                 st.markdown(f"- {reason}")
