@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -10,35 +9,16 @@ import streamlit as st
 
 from pvf_core.compare import CAUTION, Comparison, CostModel, Priorities, disagreements
 from pvf_core.report import comparison_figures, write_report
-from pvf_core.settings import field_label
-
-
-def settings_inputs(cls: type, key: str, current) -> object:
-    """Number inputs for a settings dataclass, labels and help from its field metadata."""
-    values = {}
-    for f in dataclasses.fields(cls):
-        meta, value = f.metadata, getattr(current, f.name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            values[f.name] = st.number_input(field_label(f), min_value=int(meta["min"]), max_value=int(meta["max"]),
-                                             value=int(value), step=max(1, int(value) // 10 or 1),
-                                             help=meta["help"], key=f"{key}_{f.name}")
-        elif cls is Priorities:
-            values[f.name] = st.slider(field_label(f), float(meta["min"]), float(meta["max"]), float(value), 0.5,
-                                       help=meta["help"], key=f"{key}_{f.name}")
-        else:
-            values[f.name] = st.number_input(field_label(f), min_value=float(meta["min"]),
-                                             max_value=float(meta["max"]), value=float(value), step=0.01,
-                                             help=meta["help"], key=f"{key}_{f.name}")
-    return cls(**values)
+from ui.settings_form import settings_widgets
 
 
 def show(comparison: Comparison, folder: Path) -> None:
     with st.expander("Your priorities, prices and traffic (the recommendation updates)", expanded=False):
         left, right = st.columns(2)
         with left:
-            priorities = settings_inputs(Priorities, "cmp_prio", comparison.priorities)
+            priorities = Priorities(**settings_widgets(Priorities, comparison.priorities, "cmp_prio", slider_step=0.5))
         with right:
-            cost_model = settings_inputs(CostModel, "cmp_cost", comparison.cost_model)
+            cost_model = CostModel(**settings_widgets(CostModel, comparison.cost_model, "cmp_cost"))
     if (priorities, cost_model) != (comparison.priorities, comparison.cost_model):
         comparison = comparison.reweighted(cost_model, priorities)
 

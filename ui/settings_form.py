@@ -63,11 +63,13 @@ def push_values(cls: type, values: Any, key: str) -> None:
 
 def settings_widgets(cls: type, current: Any, key: str, *, advanced: bool | None = None, columns: int = 1,
                      bounds: dict[str, tuple[float | None, float | None]] | None = None,
-                     disabled: bool = False) -> dict[str, Any]:
+                     disabled: bool = False, slider_step: float | None = None) -> dict[str, Any]:
     """One widget per field of ``cls`` (only the advanced or the basic ones when ``advanced`` is given).
 
-    ``bounds`` narrows a field's range (e.g. the public demo's limit on epochs). Returns ``{field: value}``
-    for the fields drawn; build the settings object from it (its ``__post_init__`` checks the values).
+    ``bounds`` narrows a field's range (e.g. the public demo's limit on epochs); ``slider_step`` draws the
+    float fields as sliders with that step (weights, where the position matters more than the digits).
+    Returns ``{field: value}`` for the fields drawn; build the settings object from it (its
+    ``__post_init__`` checks the values).
     """
     fields = [f for f in dataclasses.fields(cls)
               if advanced is None or bool(f.metadata.get("advanced")) == advanced]
@@ -78,11 +80,12 @@ def settings_widgets(cls: type, current: Any, key: str, *, advanced: bool | None
         if name not in st.session_state:
             st.session_state[name] = _as_widget_value(f, getattr(current, f.name))
         with slots[i % len(slots)]:
-            values[f.name] = _widget(cls, f, name, (bounds or {}).get(f.name), disabled)
+            values[f.name] = _widget(cls, f, name, (bounds or {}).get(f.name), disabled, slider_step)
     return values
 
 
-def _widget(cls: type, f: dataclasses.Field, name: str, bound: tuple | None, disabled: bool) -> Any:
+def _widget(cls: type, f: dataclasses.Field, name: str, bound: tuple | None, disabled: bool,
+            slider_step: float | None = None) -> Any:
     meta = f.metadata
     text, help_text = label(cls, f.name), tip(cls, f.name)
     low, high = bound or (meta.get("min"), meta.get("max"))
@@ -100,6 +103,8 @@ def _widget(cls: type, f: dataclasses.Field, name: str, bound: tuple | None, dis
         return st.number_input(text, min_value=None if low is None else int(low),
                                max_value=None if high is None else int(high), step=1, help=help_text, key=name,
                                disabled=disabled)
+    if kind == "float" and slider_step and low is not None and high is not None:
+        return st.slider(text, float(low), float(high), step=slider_step, help=help_text, key=name, disabled=disabled)
     if kind == "float":
         return st.number_input(text, min_value=None if low is None else float(low),
                                max_value=None if high is None else float(high), step=_float_step(f), format="%g",
