@@ -53,6 +53,9 @@ def parse() -> argparse.Namespace:
                    help="train both sides at the same time (both see the same load on a shared machine)")
     p.add_argument("--model", default="bundled")
     p.add_argument("--instruction", default="")
+    p.add_argument("--packed-max-tokens", type=int, default=None,
+                   help="ours: pack batches up to this many tokens into one sequence (0 = never; default: "
+                        "pvf_core.finetune.PACKED_MAX_TOKENS)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the results here")
     p.add_argument("--side", default=None, help=argparse.SUPPRESS)  # internal: run one side in this process
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -160,9 +163,12 @@ def side_reference(args: argparse.Namespace, out_dir: Path) -> dict:
 def side_ours(args: argparse.Namespace, out_dir: Path) -> dict:
     import torch
 
+    from pvf_core import finetune
     from pvf_core.finetune import LoraSettings, train_lora
 
     set_threads(args)
+    if args.packed_max_tokens is not None:
+        finetune.PACKED_MAX_TOKENS = args.packed_max_tokens
     splits = load_rows(args)
     settings = LoraSettings(epochs=args.epochs, rank=args.rank, alpha=2 * args.rank, learning_rate=args.learning_rate,
                             max_length=args.max_length, batch_size=args.batch_size, seed=0)

@@ -36,6 +36,7 @@ import pandas as pd
 
 from .errors import ModelLoadError, PvfError, SettingsError
 from .metrics import classification_metrics, collapse, label_shares, text_metrics
+from .models import attention_mask_for
 from .prompting import (CONTENT_FREE_TEXT, Example, PromptSpec, Renderer, examples_for, lint, prompt_budget,
                         select_examples)
 
@@ -313,11 +314,8 @@ def _packed_inputs(runner: _Runner, lanes: list[list[int]], feeds: list[list[int
                 keep[b, span] = True
                 tail += len(feed)
             offset = tail
-    mask = allowed[:, None]
-    if runner.model.config._attn_implementation != "sdpa":  # eager attention adds a float mask
-        dtype = next(runner.model.parameters()).dtype
-        mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
-    return {"input_ids": ids, "position_ids": positions, "attention_mask": mask, "logits_to_keep": keep}
+    return {"input_ids": ids, "position_ids": positions, "attention_mask": attention_mask_for(runner.model, allowed[:, None]),
+            "logits_to_keep": keep}
 
 
 def score_labels(loaded: Any, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], *,

@@ -95,9 +95,11 @@ def test_rows_are_encoded_exactly_as_the_harness_renders_them(tiny_model):
         encode(frame, spec, tiny_model.tokenizer, max_length=16)
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "padded"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_sharing_the_prefix_gives_the_same_loss_and_gradients(tiny_model_dir, attention):
-    """The prefix-once path must compute exactly what running every row in full computes."""
+def test_sharing_the_prefix_gives_the_same_loss_and_gradients(tiny_model_dir, attention, packed):
+    """Both batch layouts (one packed sequence; the prefix once, then padded rows) must compute exactly
+    what running every row in full, padded, computes."""
     import torch
 
     from pvf_core.models import load_model
@@ -114,14 +116,14 @@ def test_sharing_the_prefix_gives_the_same_loss_and_gradients(tiny_model_dir, at
     encoded, _ = encode(toy_reviews(5), spec, loaded.tokenizer, 512)
     full = [encoded.prefix + s for s in encoded.suffixes]
 
-    def loss_and_grads(prefix, suffixes):
+    def loss_and_grads(prefix, suffixes, packed_max_tokens):
         model.zero_grad()
-        loss = answer_loss(model, prefix, suffixes, encoded.answers, pad_id=0)
+        loss = answer_loss(model, prefix, suffixes, encoded.answers, pad_id=0, packed_max_tokens=packed_max_tokens)
         loss.backward()
         return loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
-    shared_loss, shared_grads = loss_and_grads(encoded.prefix, encoded.suffixes)
-    full_loss, full_grads = loss_and_grads([], full)
+    shared_loss, shared_grads = loss_and_grads(encoded.prefix, encoded.suffixes, 10_000 if packed else 0)
+    full_loss, full_grads = loss_and_grads([], full, 0)
     assert shared_loss == pytest.approx(full_loss, rel=1e-5)
     for a, b in zip(shared_grads, full_grads):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -300,6 +302,17 @@ def test_estimate_measures_once_and_says_whether_it_fits(tiny_model_dir, monkeyp
     assert longer.train_seconds == pytest.approx(2 * measured.train_seconds, rel=0.1)
     monkeypatch.setattr(finetune, "CALIBRATION_MAX_AGE_S", 0)  # a stale measurement is measured again
     assert not finetune.estimate(settings, splits, str(tiny_model_dir), calibrate=False).calibrated
+
+
+def test_the_plan_names_the_largest_packed_batch_for_the_memory_calibration(monkeypatch):
+    encoded = finetune.Encoded(prefix=[1] * 10, suffixes=[[2] * n for n in range(5, 45)], answers=[[3, 4]] * 40)
+    monkeypatch.setattr(finetune, "PACKED_MAX_TOKENS", 120)
+    plan = finetune._plan(encoded, quick(batch_size=4))
+    rows, width = plan["widest_packed"]
+    packed_tokens = [t for t in plan["batch_tokens"] if t <= 120]
+    assert rows * width + 10 == max(packed_tokens) and max(plan["batch_tokens"]) > 120
+    monkeypatch.setattr(finetune, "PACKED_MAX_TOKENS", 0)
+    assert finetune._plan(encoded, quick(batch_size=4))["widest_packed"] is None
 
 
 def test_estimate_says_when_a_run_would_not_fit(tiny_model_dir, monkeypatch):
