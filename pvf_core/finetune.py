@@ -382,8 +382,8 @@ def add_lora(model: Any, settings: LoraSettings) -> Any:
 
 # A batch whose prefix + rows fit this many tokens runs as one packed sequence: one pass instead of a prefix
 # pass plus a padded pass. On 500 SST-2 rows that trained at 8.9 examples/s instead of 7.9 (bench_finetune,
-# 2 runs each). Its eager attention is dense over the whole sequence and keeps T² weights per layer for the
-# backward pass (+400 MB peak at 384 tokens, +690 MB at 512), so longer batches keep the padded layout.
+# 2 runs each). Its attention is dense over the whole sequence, so its cost grows with the square of the
+# length, and the run's peak memory grew by 400 MB at this cap (690 MB at 512): longer batches stay padded.
 PACKED_MAX_TOKENS = 384
 
 
@@ -1283,7 +1283,7 @@ def _calibrate_here(key: dict) -> dict:
     t_median = t_median[best]
     t_widest = train_step(widest)
     if key.get("widest_packed"):
-        train_step(shape(*key["widest_packed"]))         # packed attention holds the most memory here
+        train_step(shape(*key["widest_packed"]))         # the longest dense attention a run will hold
     with torch.no_grad():
         t = time.perf_counter()
         answer_loss(model, *median, pad_id=0)
