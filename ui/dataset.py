@@ -12,7 +12,8 @@ def require_dataset() -> Dataset:
     """The selected dataset, or an explanation and a link home (then the page stops)."""
     dataset = resources.current_dataset(state.selected_dataset_id())
     if dataset is None:
-        st.info("Pick a dataset first: the sample, or your own CSV.")
+        st.info("Pick a dataset first: the sample, or your own CSV. On Home, check its columns, then press "
+                "**Use this dataset** at the bottom.")
         st.page_link("pages/home.py", label="Choose data", icon=":material/home:")
         st.stop()
     sizes = dataset.splits.sizes()
