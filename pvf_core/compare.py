@@ -55,12 +55,12 @@ def paired_bootstrap(metric: Callable[[Sequence[str], Sequence[str]], float], re
 def paired_bootstrap_chrf(references: Sequence[str], predictions_a: Sequence[str], predictions_b: Sequence[str], *,
                           samples: int = 1000, seed: int = 0) -> dict[str, float]:
     """``paired_bootstrap`` of chrF (0-1), the same resamples, from per-row statistics (hundreds of times faster)."""
-    from .metrics import chrf_from_statistics, chrf_statistics
+    from .metrics import chrf_of_rows, chrf_statistics
 
     stats_a, stats_b = chrf_statistics(references, predictions_a), chrf_statistics(references, predictions_b)
-    score = lambda stats: chrf_from_statistics(stats.sum(axis=0)) / 100  # noqa: E731
-    observed = score(stats_b) - score(stats_a)
-    diffs = resampled(len(stats_a), lambda idx: score(stats_b[idx]) - score(stats_a[idx]), samples, seed)
+    observed = (chrf_of_rows(stats_b) - chrf_of_rows(stats_a)) / 100
+    diffs = resampled(len(stats_a), lambda idx: (chrf_of_rows(stats_b[idx]) - chrf_of_rows(stats_a[idx])) / 100,
+                      samples, seed)
     return _bootstrap_summary(observed, diffs)
 
 
@@ -625,10 +625,10 @@ def _intervals(results: Sequence[Any], task: str, labels: Sequence[str]) -> dict
 
 
 def _bootstrap_half_width(result: Any, samples: int = 1000, seed: int = 0) -> float:
-    from .metrics import chrf_from_statistics, chrf_statistics
+    from .metrics import chrf_of_rows, chrf_statistics
 
     stats = chrf_statistics(result.references, result.predictions)
-    values = resampled(len(stats), lambda idx: chrf_from_statistics(stats[idx].sum(axis=0)) / 100, samples, seed)
+    values = resampled(len(stats), lambda idx: chrf_of_rows(stats[idx]) / 100, samples, seed)
     low, high = np.percentile(values, [2.5, 97.5])
     return float(high - low) / 2
 

@@ -2,7 +2,7 @@
 
     classification_metrics(references, predictions, labels) -> accuracy, macro-F1, per class, confusion
     text_metrics(references, predictions)                   -> chrF (sacrebleu, 0-100), exact match
-    chrf_statistics / chrf_from_statistics                  -> chrF of any subset of rows from per-row sums
+    chrf_statistics / chrf_of_rows                          -> chrF of any subset of rows from per-row statistics
     label_shares(predictions, labels)                       -> share of rows per predicted label
     collapse(predictions, references, labels)               -> did the model answer (almost) one label?
 """
@@ -70,9 +70,10 @@ def collapse(predictions: Sequence[str], references: Sequence[str], labels: Sequ
 def chrf_statistics(references: Sequence[str], predictions: Sequence[str]) -> np.ndarray:
     """Per-row sufficient statistics of sacrebleu's corpus chrF, one row per text: [rows, statistics].
 
-    Summing any subset of rows and scoring the sum with ``chrf_from_statistics`` gives that subset's corpus
-    chrF exactly; sacrebleu's own paired bootstrap resamples the same way. It makes a 1,000-sample bootstrap
-    a matter of array sums instead of 1,000 corpus scorings.
+    ``chrf_of_rows`` of any subset of these rows gives that subset's corpus chrF exactly; sacrebleu's own
+    paired bootstrap resamples the same way. It makes a 1,000-sample bootstrap a matter of array sums
+    instead of 1,000 corpus scorings. (Private sacrebleu methods: the version is pinned in requirements.txt
+    and tests/test_compare.py checks the result against the corpus score.)
     """
     from sacrebleu.metrics import CHRF
 
@@ -81,9 +82,9 @@ def chrf_statistics(references: Sequence[str], predictions: Sequence[str]) -> np
     return np.asarray(CHRF()._extract_corpus_statistics(preds, [refs]), dtype=np.int64).reshape(len(refs), -1)
 
 
-def chrf_from_statistics(summed: np.ndarray) -> float:
-    """Corpus chrF (0-100) from statistics summed over rows."""
+def chrf_of_rows(statistics: np.ndarray) -> float:
+    """Corpus chrF (0-100) of the rows whose ``chrf_statistics`` are given (any subset, repeats allowed)."""
     from sacrebleu.metrics import CHRF
 
-    return float(CHRF()._compute_score_from_stats([int(v) for v in summed]).score)
+    return float(CHRF()._compute_score_from_stats([int(v) for v in statistics.sum(axis=0)]).score)
 
