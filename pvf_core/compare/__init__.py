@@ -18,8 +18,8 @@ from .comparison import (CAUTION, UNCHANGED, ArmInfo, Comparison, build_comparis
 from .costs import ArmCost, CostModel, arm_cost, break_even_queries, cost_curve
 from .curve import crossover, learning_curve_sizes, nested_subsets
 from .recommend import ArmSummary, Priorities, Recommendation, recommend, tied_with_best
-from .run import (RESULT_FILE, comparable_runs, comparison_from_runs, load_eval_result, run_comparison,
-                  save_eval_result, start_comparison)
+from .run import (RESULT_FILE, comparable_runs, comparison_from_runs, keep_arm_beside_adapter, load_eval_result,
+                  run_comparison, save_eval_result, start_comparison)
 from .stats import (ALPHA, PairwiseTest, compare_pair, macro_f1_interval, mcnemar_exact, p_text, paired_bootstrap,
                     paired_bootstrap_chrf, primary_metric, resampled, score_text, wilson_interval)
 from .versions import compare_versions, keep_prompt_version, keep_variance, prompt_history
