@@ -239,3 +239,17 @@ def test_the_chrf_bootstrap_from_row_statistics_equals_rescoring_every_sample():
     slow = c.paired_bootstrap(lambda r, p: text_metrics(list(r), list(p))["chrf"] / 100, refs, a, b, samples=60)
     fast = c.paired_bootstrap_chrf(refs, a, b, samples=60)
     assert fast == pytest.approx(slow) and fast["difference"] > 0
+
+
+def test_crossover_is_stated_with_its_uncertainty():
+    from pvf_core.compare.curve import crossover_summary
+
+    points = [(16, "prompting", 0.60), (16, "prompting", 0.62), (16, "fine-tuning", 0.50), (16, "fine-tuning", 0.55),
+              (64, "prompting", 0.61), (64, "prompting", 0.66), (64, "fine-tuning", 0.64), (64, "fine-tuning", 0.70),
+              (256, "prompting", 0.62), (256, "fine-tuning", 0.80)]
+    curve = pd.DataFrame([{"rows": n, "method": m, "score": s} for n, m, s in points])
+    found = crossover_summary(curve)
+    assert found["rows"] == 64 and found["between"] == [16, 64] and not found["clear"]
+    assert "between 16 and 64" in found["sentence"] and "uncertain" in found["sentence"]
+    clear = crossover_summary(curve[curve["rows"] != 64])
+    assert clear["rows"] == 256 and clear["clear"]

@@ -53,3 +53,25 @@ def crossover(curve: pd.DataFrame, metric: str = "score") -> int | None:
         if all(ahead[i:]):
             return int(rows)
     return None
+
+
+def crossover_summary(curve: pd.DataFrame, metric: str = "score") -> dict | None:
+    """Where fine-tuning overtakes prompting, with its uncertainty, as a plain sentence and numbers.
+
+    ``between``: the last size where fine-tuning was not ahead and the first from which it stays ahead (the
+    crossover lies somewhere in that range: only these sizes were measured). ``clear``: from that size on,
+    every fine-tuning run scored above every prompting run (the seeds' spreads do not overlap).
+    """
+    rows = crossover(curve, metric)
+    if rows is None:
+        return None
+    sizes = sorted(int(n) for n in curve["rows"].unique())
+    before = max((n for n in sizes if n < rows), default=None)
+    spreads = curve.groupby(["rows", "method"])[metric].agg(["min", "max"])
+    clear = all(spreads.loc[(n, "fine-tuning"), "min"] > spreads.loc[(n, "prompting"), "max"]
+                for n in sizes if n >= rows)
+    where = f"between {before} and {rows} labelled rows" if before else f"by {rows} labelled rows (the smallest size)"
+    sentence = (f"Fine-tuning overtook prompting {where}; " +
+                ("from there every fine-tuning run beat every prompting run." if clear else
+                 "the runs' spreads overlap there, so the exact point is uncertain."))
+    return {"rows": rows, "between": [before, rows], "clear": clear, "sentence": sentence}
