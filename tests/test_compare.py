@@ -230,7 +230,7 @@ def test_an_arm_worse_than_leaving_the_text_unchanged_is_called_out():
                                     task="text-to-text", labels=[])
     first = comparison.recommendation.reasons[0]
     assert first.startswith(f"Careful: {comparison.recommendation.arm} scores worse than leaving the text unchanged")
-    assert "p < 0.002 (1,000 resamples)" in first and "p < 0.001" not in first
+    assert "p < 0.002 with 1,000 resamples" in first and "p < 0.001" not in first
     unchanged = comparison.to_dict()["unchanged_input"]
     assert unchanged["chrf"] > 80 and unchanged["exact_match"] == 0.0
 

@@ -318,10 +318,10 @@ def _not_separated(winner: ArmSummary, other: ArmSummary, test: PairwiseTest | N
 
 def _cost_sentence(winner: ArmSummary) -> str:
     cost = winner.cost
-    basis = (f" ({cost.computed_tokens_per_query:,.0f} computed tokens per text at {cost.ms_per_token:.2g} ms each)"
+    basis = (f", from {cost.computed_tokens_per_query:,.0f} computed tokens per text at {cost.ms_per_token:.2g} ms each"
              if cost.basis == "computed tokens" and cost.computed_tokens_per_query and cost.ms_per_token else "")
-    text = (f"At your volume {winner.arm} costs {_money(cost.running_monthly_cost if cost.running_monthly_cost is not None else cost.monthly_cost)} a month "
-            f"({_money(cost.cost_per_1000)} per 1,000 texts{basis}).")
+    monthly = cost.running_monthly_cost if cost.running_monthly_cost is not None else cost.monthly_cost
+    text = f"At your volume {winner.arm} costs {_money(monthly)} a month: {_money(cost.cost_per_1000)} per 1,000 texts{basis}."
     if cost.one_off_cost:
         text += (f" Its training ({_money(cost.one_off_cost)}, {cost.one_off_seconds:,.0f} s) is already done, so it "
                  "is not counted as a cost of choosing it.")

@@ -317,11 +317,11 @@ def macro_f1_interval(result: Any, labels: Sequence[str], *, samples: int = 1000
 
 def p_text(p_value: float, resamples: int | None = None) -> str:
     """'p = 0.032'; 'p < 0.001' for an exact test; a bootstrap p-value never claims more than its resolution:
-    with 1,000 resamples it reads 'p < 0.002 (1,000 resamples)' at best."""
+    with 1,000 resamples it reads 'p < 0.002 with 1,000 resamples' at best."""
     if resamples:
         floor = 2 / resamples
         if p_value < floor:
-            return f"p < {floor:.2g} ({resamples:,} resamples)"
+            return f"p < {floor:.2g} with {resamples:,} resamples"
         return f"p = {p_value:.3f}"
     return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
 
