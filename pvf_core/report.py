@@ -179,19 +179,27 @@ def _known(value) -> bool:
     return value is not None and value == value  # not None, not NaN
 
 
+def decision_rule_lines(comparison) -> list[str]:
+    """The decision rule with the numbers it used, in sentences (the page and the report say the same)."""
+    rule = comparison.recommendation.rule
+    name = metric_name(comparison.metric)
+    lines = [f"Deciding score: {rule.get('metric_reason') or name}",
+             f"Practical threshold: differences under {rule.get('min_difference_points', 1.0):g} points of {name} "
+             "do not separate two arms.",
+             f"Significance: p below {rule.get('alpha', 0.05)}; correction for several comparisons: "
+             f"{rule.get('correction', 'none')} ({rule.get('comparisons_corrected_for', 1)} comparisons between the "
+             "arms that can be the answer; one with an arm set aside counts as one more).",
+             f"Costs per query within {rule.get('cost_noise', 0.1):.0%} of each other count as the same "
+             "(token counts vary by text and the per-token time is one measurement).",
+             "No weights: nothing adds criteria up or rescales by the best or worst arm, so adding an arm that is "
+             "no better on any count cannot change the answer."]
+    return lines + [f"Step {i}: {step}" for i, step in enumerate(rule.get("steps", []), 1)]
+
+
 def decision_rule_html(comparison) -> str:
-    """The rule that picked the recommendation, with every threshold it used (the page shows the same)."""
     import html
 
-    rule = comparison.recommendation.rule
-    items = [f"Deciding metric: {rule.get('metric_reason') or metric_name(comparison.metric)}",
-             f"Practical threshold: {rule.get('min_difference_points', 1.0):g} points of {metric_name(comparison.metric)}.",
-             f"Significance: p below {rule.get('alpha', 0.05)}, corrected for multiple comparisons: "
-             f"{rule.get('correction', 'none')} ({rule.get('comparisons_corrected_for', 1)} comparisons).",
-             f"Costs count as the same per query within {rule.get('cost_noise', 0.1):.0%} of each other.",
-             f"Weights: {rule.get('weights', 'none')}."] + [f"Step {i}: {step}" for i, step in
-                                                            enumerate(rule.get("steps", []), 1)]
-    return "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in items) + "</ul>"
+    return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in decision_rule_lines(comparison)) + "</ul>"
 
 
 def write_report(comparison, folder) -> dict[str, str]:
