@@ -171,12 +171,8 @@ class Comparison:
                                 label_counts=self.label_counts or None)
 
     def to_dict(self) -> dict:
-        arms = []
-        for r, info, cost in zip(self.results, self.arms, self.costs):
-            memory, per_arm = inference_memory(r)
-            arms.append({**r.summary(), **asdict(info), "cost": asdict(cost),
-                         "score": metric_value(r, self.metric), "latency": latency(r),
-                         "inference_memory_mb": round(memory, 1), "inference_memory_per_arm": per_arm})
+        arms = [{**r.summary(), **asdict(info), "cost": asdict(cost), "score": metric_value(r, self.metric)}
+                for r, info, cost in zip(self.results, self.arms, self.costs)]
         return {"dataset": self.dataset, "task": self.task, "labels": self.labels, "metric": self.metric,
                 "label_counts": self.label_counts, "arms": arms,
                 "significance": [t.to_dict() for t in self.tests],
