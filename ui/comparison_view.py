@@ -150,7 +150,8 @@ def _tests_table(comparison: Comparison) -> pd.DataFrame:
     """Every pairwise test with its raw and adjusted p-value (Holm), as the decision used them."""
     rows = []
     for t in comparison.tests:
-        rows.append({"arms": f"{t.b} vs {t.a}", f"difference ({metric_name(t.metric)} points)": round(t.difference * 100, 1),
+        rows.append({"arms": f"{t.b} vs {t.a}",
+                     f"difference ({metric_name(t.metric)} points)": round(t.difference * 100, 1),
                      "p": p_text(t.p_value, t.resamples),
                      "p adjusted (Holm)": p_text(t.p_adjusted, t.resamples) if t.p_adjusted is not None else "–",
                      "comparisons corrected for": t.family, "significant": "yes" if t.significant else "no"})

@@ -20,7 +20,6 @@ from .stats import (
     deciding_metric,
     metric_name,
     metric_value,
-    p_text,
     primary_metric,
     resampled,
     score_text,

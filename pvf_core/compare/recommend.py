@@ -220,7 +220,8 @@ def _rule(metric: str, priorities: Priorities, tests: dict, contenders: int) -> 
     among = ("the cheaper per query wins; at the same cost the higher estimate"
              if priorities.among_equals == "cheaper" else "the higher estimate wins; at the same estimate the cheaper")
     return {"metric": metric, "metric_setting": priorities.metric, "alpha": ALPHA,
-            "correction": "Holm" if contenders > 2 else "none (one comparison decides)",
+            "correction": ("Holm" if contenders > 2 else "none: one comparison between arms that can be the answer"
+                           if contenders == 2 else "none: one arm is at least as good as every other on every count"),
             "comparisons_corrected_for": max(1, contenders * (contenders - 1) // 2),
             "min_difference_points": priorities.min_difference, "among_equals": priorities.among_equals,
             "cost_noise": COST_NOISE, "weights": "none: no score adds up criteria; each step compares two arms",
@@ -321,7 +322,8 @@ def _cost_sentence(winner: ArmSummary) -> str:
     basis = (f", from {cost.computed_tokens_per_query:,.0f} computed tokens per text at {cost.ms_per_token:.2g} ms each"
              if cost.basis == "computed tokens" and cost.computed_tokens_per_query and cost.ms_per_token else "")
     monthly = cost.running_monthly_cost if cost.running_monthly_cost is not None else cost.monthly_cost
-    text = f"At your volume {winner.arm} costs {_money(monthly)} a month: {_money(cost.cost_per_1000)} per 1,000 texts{basis}."
+    text = (f"At your volume {winner.arm} costs {_money(monthly)} a month: {_money(cost.cost_per_1000)} per 1,000 "
+            f"texts{basis}.")
     if cost.one_off_cost:
         text += (f" Its training ({_money(cost.one_off_cost)}, {cost.one_off_seconds:,.0f} s) is already done, so it "
                  "is not counted as a cost of choosing it.")

@@ -71,8 +71,8 @@ def _bootstrap_summary(observed: float, diffs: np.ndarray) -> dict[str, float]:
 def paired_bootstrap_macro_f1(references: Sequence[str], predictions_a: Sequence[str], predictions_b: Sequence[str],
                               *, labels: Sequence[str] | None = None, samples: int = 1000,
                               seed: int = 0) -> dict[str, float]:
-    """``paired_bootstrap`` of macro-F1 (scikit-learn's ``f1_score(average="macro")`` over the ``labels`` that occur), the
-    same resamples as ``resampled``; each resample is scored from label counts in one vectorised pass
+    """``paired_bootstrap`` of macro-F1 (scikit-learn's ``f1_score(average="macro")`` over the ``labels`` that
+    occur), the same resamples as ``resampled``; each resample is scored from label counts in one vectorised pass
     (equal to calling ``f1_score`` on it, which a test checks, and a thousand times faster)."""
     from sklearn.metrics import f1_score
 
