@@ -20,11 +20,12 @@ import io
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Literal
+from typing import Callable, Literal
 
 import pandas as pd
 
 from .errors import DataError
+from .metrics import IMBALANCE_RATIO
 
 Task = Literal["classification", "text-to-text"]
 DELIMITERS = (",", ";", "\t", "|")
@@ -557,19 +558,6 @@ def worst_first(findings: list[HealthWarning]) -> list[HealthWarning]:
 
 MIN_ROWS = 50
 MIN_PER_CLASS = 8
-IMBALANCE_RATIO = 3  # the commonest answer this many times as common as the rarest: "unbalanced", look at macro-F1
-
-
-def imbalance_ratio(labels: Iterable[str] | dict[str, int]) -> float:
-    """How many times as common the commonest answer is as the rarest (labels, or label -> count)."""
-    counts = pd.Series(labels if isinstance(labels, dict) else pd.Series(list(labels)).value_counts(), dtype=float)
-    counts = counts[counts > 0].sort_values(ascending=False)
-    return float(counts.iloc[0] / max(counts.iloc[-1], 1)) if len(counts) else 1.0
-
-
-def is_unbalanced(labels: Iterable[str] | dict[str, int]) -> bool:
-    """The health check's rule for "unbalanced" (its ``class_imbalance`` warning): accuracy alone misleads."""
-    return imbalance_ratio(labels) >= IMBALANCE_RATIO
 
 
 def _size_findings(frame: pd.DataFrame, splits: Splits) -> list[HealthWarning]:
@@ -603,8 +591,8 @@ def _label_findings(frame: pd.DataFrame, splits: Splits) -> list[HealthWarning]:
             "too_few_per_class", f"{plural(len(rare), 'answer has', 'answers have')} fewer than {MIN_PER_CLASS} rows "
             f"({', '.join(f'{k}: {v}' for k, v in rare.head(5).items())}). The model can hardly learn them and the "
             "test split may not contain them.", "warning", {"classes": {str(k): int(v) for k, v in rare.items()}}))
-    ratio = imbalance_ratio(counts.to_dict())
-    if is_unbalanced(counts.to_dict()):
+    ratio = counts.iloc[0] / max(counts.iloc[-1], 1)
+    if ratio >= IMBALANCE_RATIO:
         share = counts.iloc[0] / len(frame)
         found.append(HealthWarning(
             "class_imbalance", f"'{counts.index[0]}' is {ratio:.0f}× as common as '{counts.index[-1]}'. A model that "

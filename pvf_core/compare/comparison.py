@@ -69,16 +69,15 @@ class ArmInfo:
 def latency(result: Any) -> dict:
     """An arm's latency p50/p95 in ms and how it was measured.
 
-    ``one_at_a_time`` is True for ``latency_ms = {p50, p95, rows}`` (one query at a time on ``rows`` rows);
-    results without it give the batch time shared out over its rows (older results), which is not a latency.
+    ``one_at_a_time`` is True for results of the harness that times single queries (it also measures the
+    model's per-token time, ``ms_per_token``); older results only have the batch time shared out over their
+    rows, which is not a latency.
     """
-    measured = getattr(result, "latency_ms", None)
-    if isinstance(measured, dict) and measured.get("p50") is not None:
-        return {"p50": float(measured["p50"]), "p95": float(measured.get("p95", measured["p50"])),
-                "rows": int(measured.get("rows", 0)), "one_at_a_time": True}
-    values = np.array(getattr(result, "latencies_ms", None) or [0.0], float)
-    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
-            "rows": len(getattr(result, "latencies_ms", None) or []), "one_at_a_time": False}
+    values = list(getattr(result, "latencies_ms", None) or [])
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "rows": 0, "one_at_a_time": False}
+    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)), "rows": len(values),
+            "one_at_a_time": bool(getattr(result, "ms_per_token", 0.0))}
 
 
 def latency_label(info: dict) -> str:
@@ -278,7 +277,7 @@ def build_comparison(results: Sequence[Any], arms: Sequence[ArmInfo], *, task: s
 
 def metric_reason(task: str, counts: dict[str, int], setting: str, metric: str) -> str:
     """Why the comparison decides on ``metric``, in words."""
-    from ..data import IMBALANCE_RATIO, imbalance_ratio
+    from ..metrics import IMBALANCE_RATIO
 
     if task != "classification":
         return "chrF, the usual score for text-to-text answers (character overlap with the expected text)."
@@ -288,7 +287,7 @@ def metric_reason(task: str, counts: dict[str, int], setting: str, metric: str) 
         return f"{metric_name(metric)}: the balance of the answers is not known."
     ordered = sorted(counts.items(), key=lambda kv: -kv[1])
     common, rare = ordered[0], [kv for kv in ordered if kv[1] > 0][-1]
-    ratio = imbalance_ratio(counts)
+    ratio = common[1] / max(rare[1], 1)
     if metric == "macro_f1":
         return (f"macro-F1, because the answers are unbalanced: '{common[0]}' is {ratio:.1f}× as common as "
                 f"'{rare[0]}' (the health check calls {IMBALANCE_RATIO}× or more unbalanced). Macro-F1 counts "

@@ -64,8 +64,9 @@ def arm_cost(arm: str, ms_per_query: float, one_off_seconds: float, model: CostM
 
 
 def base_model(result: Any) -> str:
-    """The model an arm runs on, without its adapter ("SmolLM2 + adapter" -> "SmolLM2")."""
-    return str(getattr(result, "model", "") or "").split(" + ")[0]
+    """The model an arm runs on, without its adapter: the result's ``base_model``, or its model's name before
+    " + " ("SmolLM2 + adapter" -> "SmolLM2") in older results."""
+    return str(getattr(result, "base_model", "") or "") or str(getattr(result, "model", "") or "").split(" + ")[0]
 
 
 def per_token_times(results: Sequence[Any]) -> dict[str, tuple[float, float]]:

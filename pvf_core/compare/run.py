@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -58,41 +60,58 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
     lora = lora or LoraSettings(seed=seed)
     output_dir = Path(output_dir) if output_dir else workspace_dir("runs", f"compare-{int(time.time())}")
     base_spec = PromptSpec(task=splits.task, instruction=instruction, labels=list(splits.labels), seed=seed)
-    n_eval = len(test) * (len(shots) + 1)
-    weights = {"prompting": float(n_eval - len(test)), "fine-tuning": float(len(train) * lora.epochs * 1.5),
-               "scoring the fine-tuned model": float(len(test))}
+    fitting = splits.validation if splits.validation is not None and len(splits.validation) else None
+    # Each arm also scores its fitting rows once (calibration) and times LATENCY_ROWS rows one by one.
+    per_arm = len(test) + min(len(fitting) if fitting is not None else len(train), 200) + 30
+    weights = {"prompting": float(per_arm * len(shots)), "fine-tuning": float(len(train) * lora.epochs * 1.5),
+               "scoring the fine-tuned model": float(per_arm)}
     if learning_curve:
-        weights["learning curve"] = float(sum(learning_curve_sizes(len(train))[:-1]) * lora.epochs * 2)
+        weights["learning curve"] = float(sum(learning_curve_sizes(len(train))[:-1]) * lora.epochs * 2 * CURVE_SEEDS)
     stages = _Stages(weights, on_progress)
     loaded = load_model(model)
     prompting = stages.step("prompting")
     results, infos = [], []
+    score = functools.partial(evaluate, task=splits.task, labels=splits.labels or None, train=train,
+                              calibration_rows=fitting, should_stop=should_stop)
     for i, k in enumerate(shots):
         spec = base_spec.with_(shots=int(k))
         arm = Arm(name=spec.name(), prompt=spec, model=model)
-        results.append(evaluate(arm, test, task=splits.task, labels=splits.labels or None, train=train, loaded=loaded,
-                                should_stop=should_stop,
-                                on_progress=lambda d, t, m, i=i: prompting(i * t + d, len(shots) * t, m)))
+        results.append(score(arm, test, loaded=loaded,
+                             on_progress=lambda d, t, m, i=i: prompting(i * t + d, len(shots) * t, m)))
         infos.append(ArmInfo(arm.name, "prompt"))
     tuned_splits = type(splits)(train=train, validation=splits.validation, test=test, task=splits.task)
     trained = train_lora(lora, tuned_splits, model_name=model, output_dir=output_dir / "adapter",
                          on_progress=_train_progress(stages.step("fine-tuning")), should_stop=should_stop)
     name = f"LoRA r={lora.rank}"
     tuned_arm = Arm(name=name, prompt=base_spec, model=model, adapter=str(trained.adapter_dir))
-    results.append(evaluate(tuned_arm, test, task=splits.task, labels=splits.labels or None,
-                            on_progress=stages.step("scoring the fine-tuned model"), should_stop=should_stop))
+    results.append(score(tuned_arm, test, on_progress=stages.step("scoring the fine-tuned model")))
+    keep_arm_beside_adapter(results[-1], trained.adapter_dir)
     infos.append(ArmInfo(name, "finetune", train_seconds=trained.train_seconds, train_rows=len(train),
                          train_peak_rss_mb=trained.peak_rss_mb, adapter_mb=trained.adapter_mb,
                          adapter_dir=str(trained.adapter_dir)))
     curve: list[dict] = []
     if learning_curve:
-        curve = _learning_curve(tuned_splits, base_spec, max(shots), lora, model, loaded, results, infos,
+        prompt_spec = base_spec.with_(shots=max(shots))
+        curve = _learning_curve(tuned_splits, prompt_spec, lora, model, loaded, results, infos,
                                 stages.step("learning curve"), should_stop, output_dir)
     comparison = build_comparison(results, infos, task=splits.task, labels=splits.labels, dataset=dataset,
                                   cost_model=cost_model, priorities=priorities, curve=curve,
                                   seconds=time.perf_counter() - started)
     comparison.save(output_dir)
     return comparison
+
+
+def keep_arm_beside_adapter(result: Any, adapter_dir: str | Path) -> None:
+    """Save the calibration a fine-tuned arm was scored with, and its per-row result, next to its adapter.
+
+    Scoring the adapter later (``prompt --adapter``, the Use page, an export) then applies the same
+    calibration and gives the same predictions; the run appears among the comparable runs.
+    """
+    from ..calibration import Calibration
+
+    if result.calibration_fit:
+        Calibration.from_dict(result.calibration_fit).save(adapter_dir)
+    save_eval_result(result, adapter_dir)
 
 
 def _train_progress(report: Progress) -> Callable[..., None]:
@@ -105,39 +124,53 @@ def _train_progress(report: Progress) -> Callable[..., None]:
     return on_progress
 
 
-def _learning_curve(splits: Any, spec: Any, shots: int, lora: Any, model: str, loaded: Any, results: list,
-                    infos: list, report: Progress, should_stop: Callable[[], bool] | None,
-                    output_dir: Path) -> list[dict]:
-    """Prompting (k-shot, examples drawn from the subset, 3 seeds) and fine-tuning on nested subsets."""
+CURVE_SEEDS = 2  # runs per size and method on the learning curve (example draws; training seeds)
+
+
+def _learning_curve(splits: Any, spec: Any, lora: Any, model: str, loaded: Any, results: list, infos: list,
+                    report: Progress, should_stop: Callable[[], bool] | None, output_dir: Path) -> list[dict]:
+    """Prompting and fine-tuning on nested subsets of the training rows, the same settings at every size.
+
+    The prompt is the comparison's largest-shot arm at every size (its examples drawn from the subset), and
+    each size gets ``CURVE_SEEDS`` runs of both methods, so the curve shows their spread; the full-size
+    points are the comparison's own two arms. Nothing here is chosen on the test rows.
+    """
     from ..evaluate import Arm, evaluate
     from ..finetune import train_lora
 
     metric = primary_metric(splits.task)
-    scale = 1 if metric == "accuracy" else 100
     sizes = learning_curve_sizes(len(splits.train))
     subsets = nested_subsets(splits.train, sizes, task=splits.task, seed=lora.seed)
-    curve = []
-    full = len(splits.train)
-    best_prompt = max((r for r, i in zip(results, infos) if i.kind == "prompt"), key=lambda r: r.metrics[metric])
+    prompt_result = next(r for r, i in zip(results, infos) if i.kind == "prompt" and r.spec.get("shots") == spec.shots)
     tuned = next(r for r, i in zip(results, infos) if i.kind == "finetune")
-    curve += [{"rows": full, "method": "prompting", "seed": lora.seed, "score": best_prompt.metrics[metric] / scale},
-              {"rows": full, "method": "fine-tuning", "seed": lora.seed, "score": tuned.metrics[metric] / scale}]
+    full = len(splits.train)
+    curve = [_curve_point(full, "prompting", spec.seed, prompt_result, metric),
+             _curve_point(full, "fine-tuning", lora.seed, tuned, metric)]
     done, total = 0, sum(sizes[:-1])
     for n in sizes[:-1]:
         subset = type(splits)(train=subsets[n], validation=splits.validation, test=splits.test, task=splits.task)
-        for seed in (0, 1, 2) if shots else (0,):
-            arm = Arm(f"{shots}-shot from {n} rows", spec.with_(shots=min(shots, n), seed=seed), model=model)
+        for seed in range(CURVE_SEEDS):
+            arm = Arm(f"{spec.shots}-shot from {n} rows", spec.with_(shots=min(spec.shots, n), seed=seed), model=model)
             r = evaluate(arm, splits.test, task=splits.task, labels=splits.labels or None, train=subsets[n],
-                         loaded=loaded, should_stop=should_stop)
-            curve.append({"rows": n, "method": "prompting", "seed": seed, "score": r.metrics[metric] / scale})
-        trained = train_lora(lora, subset, model_name=model, output_dir=output_dir / f"curve-{n}",
-                             should_stop=should_stop)
-        arm = Arm(f"LoRA on {n} rows", spec, model=model, adapter=str(trained.adapter_dir))
-        r = evaluate(arm, splits.test, task=splits.task, labels=splits.labels or None, should_stop=should_stop)
-        curve.append({"rows": n, "method": "fine-tuning", "seed": lora.seed, "score": r.metrics[metric] / scale})
+                         calibration_rows=splits.validation, loaded=loaded, should_stop=should_stop)
+            curve.append(_curve_point(n, "prompting", seed, r, metric))
+            trained = train_lora(dataclasses.replace(lora, seed=lora.seed + seed), subset, model_name=model,
+                                 output_dir=output_dir / f"curve-{n}-{seed}", should_stop=should_stop)
+            arm = Arm(f"LoRA on {n} rows", spec.with_(shots=0), model=model, adapter=str(trained.adapter_dir))
+            r = evaluate(arm, splits.test, task=splits.task, labels=splits.labels or None, train=subsets[n],
+                         calibration_rows=splits.validation, should_stop=should_stop)
+            curve.append(_curve_point(n, "fine-tuning", lora.seed + seed, r, metric))
         done += n
         report(done, total, f"{n} rows done")
     return curve
+
+
+def _curve_point(rows: int, method: str, seed: int, result: Any, metric: str) -> dict:
+    scale = 1 if metric == "accuracy" else 100
+    point = {"rows": rows, "method": method, "seed": seed, "score": result.metrics[metric] / scale}
+    if "macro_f1" in result.metrics:
+        point["macro_f1"] = result.metrics["macro_f1"]
+    return point
 
 
 # -- comparisons as jobs, and from runs already in the store ---------------------------------------------

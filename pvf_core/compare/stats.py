@@ -214,8 +214,8 @@ def primary_metric(task: str) -> str:
 
 def deciding_metric(task: str, label_counts: dict[str, int] | Sequence[str] | None = None, choice: str = "auto") -> str:
     """The metric the comparison decides on: the user's ``choice``, or for "auto" chrF for text-to-text,
-    macro-F1 when the answers are unbalanced by the health check's rule (``data.is_unbalanced``), else accuracy."""
-    from ..data import is_unbalanced
+    macro-F1 when the answers are unbalanced by the health check's rule (``metrics.unbalanced``), else accuracy."""
+    from ..metrics import unbalanced
 
     choice = _metric_key(choice or "auto")
     if choice not in METRIC_CHOICES:
@@ -226,7 +226,9 @@ def deciding_metric(task: str, label_counts: dict[str, int] | Sequence[str] | No
         raise ValueError("chrF is for text-to-text tasks; a classification compares accuracy or macro-F1")
     if choice != "auto":
         return choice
-    return "macro_f1" if label_counts is not None and len(label_counts) and is_unbalanced(label_counts) else "accuracy"
+    if isinstance(label_counts, dict):
+        label_counts = [label for label, n in label_counts.items() for _ in range(int(n))]
+    return "macro_f1" if label_counts is not None and unbalanced(label_counts) else "accuracy"
 
 
 def metric_value(result: Any, metric: str) -> float:

@@ -138,8 +138,8 @@ def _saved_classification_comparison(latency_measured: bool) -> tuple[int, int]:
                             latencies_ms=[tokens] * len(refs), prompt_tokens_per_row=tokens, peak_rss_mb=700.0,
                             seconds=1.0, calibration="none", computed_tokens_per_row=tokens,
                             model=f"{model} + adapter" if adapter else model)
-        if latency_measured:
-            result.latency_ms = {"p50": 12.0, "p95": 15.0, "rows": 30}
+        if latency_measured:  # the harness times 30 single queries and measures a per-token time
+            result.latencies_ms, result.ms_per_token, result.memory_mb = [12.0] * 30, 0.4, 650.0
         return result
 
     few = [r if i % 4 == 0 else "anger" for i, r in enumerate(refs)]  # mostly the common answer: poor macro-F1
@@ -168,12 +168,8 @@ def test_the_decision_rule_is_shown_and_its_controls_recompute_without_a_model(a
     assert "Deciding score: macro-F1, because the answers are unbalanced" in markdown
     assert "Practical threshold: differences under 1 points" in markdown and "Step 4:" in markdown
     captions = " ".join(c.value for c in at.caption)
-    from pvf_core.evaluate import EvalResult
-
-    if "latency_ms" in EvalResult.__dataclass_fields__:  # the harness keeps one-query-at-a-time latencies
-        assert "measured one query at a time on 30 rows" in captions
-    else:  # older results: said to be batch time shared out, not called a latency
-        assert "batch time divided by its rows" in captions
+    assert "Latency: measured one query at a time on 30 rows." in captions
+    assert "Memory answering: measured for each arm on its own." in captions
     assert "a merged adapter costs what its base model costs" in captions
     tests_table = next(d.value for d in at.dataframe if "p adjusted (Holm)" in d.value.columns)
     assert len(tests_table) == 3
