@@ -186,9 +186,11 @@ def decision_rule_lines(comparison) -> list[str]:
     lines = [f"Deciding score: {rule.get('metric_reason') or name}",
              f"Practical threshold: differences under {rule.get('min_difference_points', 1.0):g} points of {name} "
              "do not separate two arms.",
-             f"Significance: p below {rule.get('alpha', 0.05)}; correction for several comparisons: "
-             f"{rule.get('correction', 'none')} ({rule.get('comparisons_corrected_for', 1)} comparisons between the "
-             "arms that can be the answer; one with an arm set aside counts as one more).",
+             f"Significance: p below {rule.get('alpha', 0.05)}; "
+             + (f"Holm's correction for the {rule.get('comparisons_corrected_for', 1)} comparisons between the arms "
+                "that can be the answer (a comparison with an arm set aside counts as one more)."
+                if rule.get("correction") == "Holm" else f"no correction for several comparisons was needed "
+                f"({str(rule.get('correction', 'none')).removeprefix('none: ')})."),
              f"Costs per query within {rule.get('cost_noise', 0.1):.0%} of each other count as the same "
              "(token counts vary by text and the per-token time is one measurement).",
              "No weights: nothing adds criteria up or rescales by the best or worst arm, so adding an arm that is "
