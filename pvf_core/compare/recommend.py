@@ -319,8 +319,9 @@ def _not_separated(winner: ArmSummary, other: ArmSummary, test: PairwiseTest | N
 
 def _cost_sentence(winner: ArmSummary) -> str:
     cost = winner.cost
+    measured = cost.basis == "computed tokens" and cost.computed_tokens_per_query and cost.ms_per_token
     basis = (f", from {cost.computed_tokens_per_query:,.0f} computed tokens per text at {cost.ms_per_token:.2g} ms "
-             "per token" if cost.basis == "computed tokens" and cost.computed_tokens_per_query and cost.ms_per_token else "")
+             "per token" if measured else "")
     monthly = cost.running_monthly_cost if cost.running_monthly_cost is not None else cost.monthly_cost
     text = (f"At your volume {winner.arm} costs {_money(monthly)} a month: {_money(cost.cost_per_1000)} per 1,000 "
             f"texts{basis}.")
