@@ -58,8 +58,8 @@ def show(comparison: Comparison, folder: Path) -> None:
     left.plotly_chart(figures["cost"], key="cmp_cost_chart")
     if "learning_curve" in figures:
         right.plotly_chart(figures["learning_curve"], key="cmp_curve")
-        if comparison.crossover_rows:
-            right.caption(f"Fine-tuning overtakes prompting from about {comparison.crossover_rows} labelled rows.")
+        if comparison.crossover:
+            right.caption(comparison.crossover["sentence"])
         else:
             right.caption("Fine-tuning did not overtake prompting for good within your data.")
     else:

@@ -18,11 +18,11 @@ from .comparison import (CAUTION, UNCHANGED, ArmInfo, Comparison, build_comparis
                          unchanged_input_sentence)
 from .costs import (COST_NOISE, ArmCost, CostModel, arm_cost, arm_costs, base_model, break_even_queries, cost_curve,
                     cost_noise, per_token_times, same_cost)
-from .curve import crossover, learning_curve_sizes, nested_subsets
+from .curve import crossover, crossover_summary, learning_curve_sizes, nested_subsets
 from .recommend import (RULE_STEPS, ArmSummary, Priorities, Recommendation, dominated, recommend, score_phrase,
                         separated, tied_with_best)
-from .run import (RESULT_FILE, comparable_runs, comparison_from_runs, keep_arm_beside_adapter, load_eval_result,
-                  run_comparison, save_eval_result, start_comparison)
+from .run import (RESULT_FILE, comparable_runs, comparison_from_runs, dataset_label_counts, keep_arm_beside_adapter,
+                  load_eval_result, run_comparison, save_eval_result, start_comparison)
 from .stats import (ALPHA, METRIC_NAMES, PairwiseTest, compare_pair, deciding_metric, holm, luck_words,
                     macro_f1_interval, mcnemar_exact, metric_name, metric_value, p_text, paired_bootstrap,
                     paired_bootstrap_chrf, paired_bootstrap_macro_f1, primary_metric, resampled, rows_to_settle,

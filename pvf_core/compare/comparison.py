@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .costs import ArmCost, CostModel, arm_costs, break_even_queries
-from .curve import crossover
+from .curve import crossover, crossover_summary
 from .recommend import ArmSummary, Priorities, Recommendation, recommend
 from .stats import (
     PairwiseTest,
@@ -119,6 +119,11 @@ class Comparison:
     label_counts: dict[str, int] = field(default_factory=dict)  # what "unbalanced" was judged on
 
     @property
+    def crossover(self) -> dict | None:
+        """Where fine-tuning overtook prompting on the learning curve, with its uncertainty (None without one)."""
+        return crossover_summary(pd.DataFrame(self.curve)) if self.curve else None
+
+    @property
     def metric(self) -> str:
         return self.deciding_metric or primary_metric(self.task)
 
@@ -175,7 +180,7 @@ class Comparison:
                 "label_counts": self.label_counts, "arms": arms,
                 "significance": [t.to_dict() for t in self.tests],
                 "recommendation": self.recommendation.to_dict(), "break_even_queries": self.break_even,
-                "learning_curve": self.curve, "crossover_rows": self.crossover_rows,
+                "learning_curve": self.curve, "crossover_rows": self.crossover_rows, "crossover": self.crossover,
                 "cost_model": asdict(self.cost_model), "priorities": asdict(self.priorities),
                 "intervals": self.intervals, "seconds": round(self.seconds, 2)} | (
                     {} if self.task == "classification" else

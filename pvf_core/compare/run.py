@@ -96,9 +96,19 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
                                 stages.step("learning curve"), should_stop, output_dir)
     comparison = build_comparison(results, infos, task=splits.task, labels=splits.labels, dataset=dataset,
                                   cost_model=cost_model, priorities=priorities, curve=curve,
-                                  seconds=time.perf_counter() - started)
+                                  seconds=time.perf_counter() - started, label_counts=dataset_label_counts(splits))
     comparison.save(output_dir)
     return comparison
+
+
+def dataset_label_counts(splits: Any) -> dict[str, int] | None:
+    """Rows per label over the whole dataset (what the health check judges balance on); None for text-to-text."""
+    import pandas as pd
+
+    if splits.task != "classification":
+        return None
+    parts = [part for part in (splits.train, splits.validation, splits.test) if part is not None]
+    return {str(k): int(v) for k, v in pd.concat(parts)["label"].astype(str).value_counts().items()}
 
 
 def keep_arm_beside_adapter(result: Any, adapter_dir: str | Path) -> None:
@@ -206,7 +216,8 @@ def comparable_runs(store: Any, dataset_id: int) -> list[Any]:
 
 
 def comparison_from_runs(runs: Sequence[Any], *, task: str, labels: Sequence[str], dataset: str = "",
-                         cost_model: CostModel | None = None, priorities: Priorities | None = None) -> Comparison:
+                         cost_model: CostModel | None = None, priorities: Priorities | None = None,
+                         label_counts: dict[str, int] | None = None) -> Comparison:
     """Compare runs already in the store (no model needed); they must have scored the same test rows."""
     from ..errors import DataError
 
@@ -226,7 +237,7 @@ def comparison_from_runs(runs: Sequence[Any], *, task: str, labels: Sequence[str
             raise DataError(f"'{r.arm}' was scored on other test rows than '{first.arm}', so they cannot be "
                             "compared fairly.", "Run both on the full test split of the same dataset.")
     return build_comparison(results, infos, task=task, labels=labels, dataset=dataset, cost_model=cost_model,
-                            priorities=priorities)
+                            priorities=priorities, label_counts=label_counts)
 
 
 def _unique_name(name: str, taken: Sequence[str]) -> str:
