@@ -171,16 +171,19 @@ def suggest_label_mapping(labels: Sequence[str], class_names: Sequence[str],
                           descriptions: dict[str, str] | None = None) -> dict[str, list[int]]:
     """Each label's ImageNet classes, by name match (editable: this is only a first guess).
 
-    A label is described by its own words or by ``descriptions[label]`` ("jeans, trousers; slacks": phrases
-    separated by commas or semicolons). A class matches when one of its names equals a phrase (strongest),
-    contains the phrase, or shares a word with it (weakest, words of three letters or more that are not
-    generic like 'top'). A class goes to the label it matches most strongly; ties go to the first label.
+    A label is described by its own words (the whole name, and each part of 't-shirt_top' or 'cat/dog') or
+    by ``descriptions[label]`` ("jeans, trousers; slacks": phrases separated by commas or semicolons). A
+    class matches when one of its names equals a phrase (strongest), contains the phrase, or shares a word
+    with it (weakest; words of three letters or more that are not generic like 'top'). A class goes to the
+    label it matches most strongly; ties go to the first label.
     """
     descriptions = descriptions or {}
     best: dict[int, tuple[int, int]] = {}  # class -> (strength, label index)
     for li, label in enumerate(labels):
-        phrases = [label_words(p) for p in re.split(r"[,;]", descriptions.get(label) or label_words(label))]
-        phrases = [p for p in phrases if p]
+        phrases = [label_words(p) for p in re.split(r"[,;]", descriptions.get(label) or label)]
+        if not descriptions.get(label):  # 't-shirt_top': the whole label, and each part ('t-shirt', 'top')
+            phrases += [label_words(p) for p in re.split(r"[_/]", label)] if re.search(r"[_/]", label) else []
+        phrases = [p for p in dict.fromkeys(phrases) if p and not set(p.split()) <= STOP_WORDS]
         for ci, names in enumerate(class_names):
             synonyms = [label_words(n) for n in names.split(",")]
             strength = 0
@@ -278,8 +281,8 @@ def prototype_scores(image_embeddings: np.ndarray, prototypes: np.ndarray, scale
 
 def few_shot_rows(train: pd.DataFrame, shots: int, seed: int = 0) -> pd.DataFrame:
     """``shots`` training images per label (seeded), the few-shot arm's examples."""
-    return (train.groupby("label", group_keys=False)
-            .apply(lambda g: g.sample(min(shots, len(g)), random_state=seed)).reset_index(drop=True))
+    parts = [group.sample(min(shots, len(group)), random_state=seed) for _, group in train.groupby("label")]
+    return pd.concat(parts).reset_index(drop=True)
 
 
 # -- fine-tuning: settings ---------------------------------------------------------------------------------------
@@ -296,7 +299,7 @@ class ImageTrainSettings:
                                    min=1e-6, max=1.0)
     weight_decay: float = setting(1e-3, "Pulls weights towards zero; more of it helps with few images.",
                                   min=0.0, max=1.0)
-    batch_size: int = setting(64, "Images per step.", min=1, max=1024)
+    batch_size: int = setting(64, "Images per training step; fewer if memory runs out (LoRA).", min=1, max=1024)
     patience: int = setting(20, "Stop after this many epochs without a better validation loss (0: never).",
                             min=0, max=1000)
     rank: int = setting(8, "LoRA rank (method 'lora' only): capacity of each adapted convolution.", min=1, max=256)
@@ -389,7 +392,7 @@ def train_head(train_x: np.ndarray, train_y: Sequence[str], val_x: np.ndarray, v
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(batch)
+            total += float(loss.detach()) * len(batch)
         # -- validation loss and accuracy; keep the best head
         head.eval()
         with torch.no_grad():
@@ -444,7 +447,7 @@ def train_lora_backbone(backbone: VisionBackbone, train: pd.DataFrame, validatio
     reader = reader or ImageReader()
     labels = list(labels)
     index = {label: i for i, label in enumerate(labels)}
-    model = copy.deepcopy(backbone.model)
+    model = _plain_pointwise_convs(copy.deepcopy(backbone.model))
     model._fc = torch.nn.Linear(model._fc.in_features, len(labels))
     config = LoraConfig(r=settings.rank, lora_alpha=2 * settings.rank, target_modules=LORA_TARGETS,
                         lora_dropout=0.0, modules_to_save=["_fc"])
@@ -474,7 +477,7 @@ def train_lora_backbone(backbone: VisionBackbone, train: pd.DataFrame, validatio
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(batch)
+            total += float(loss.detach()) * len(batch)
             if should_stop and should_stop():
                 cancelled = True
                 break
@@ -506,6 +509,20 @@ def train_lora_backbone(backbone: VisionBackbone, train: pd.DataFrame, validatio
                        bias=head.bias.detach().numpy().copy(), settings=settings, train_seconds=seconds,
                        examples_per_second=len(history) * len(order) / max(seconds, 1e-9), best_epoch=best[1],
                        history=history, cancelled=cancelled, backbone_state=state)
+
+
+def _plain_pointwise_convs(model: Any) -> Any:
+    """Swap the 1×1 'same'-padded convolutions for plain ``nn.Conv2d`` (a 1×1 stride-1 convolution pads nothing):
+    peft builds its LoRA convolutions from the adapted layer's class, which these need an image size for."""
+    import torch
+
+    for name, module in list(model.named_modules()):
+        if re.fullmatch(LORA_TARGETS, name) and tuple(module.kernel_size) == (1, 1) and tuple(module.stride) == (1, 1):
+            plain = torch.nn.Conv2d(module.in_channels, module.out_channels, 1, bias=module.bias is not None)
+            plain.load_state_dict(module.state_dict())
+            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            setattr(parent, name.rsplit(".", 1)[-1], plain)
+    return model
 
 
 def backbone_with(backbone: VisionBackbone, state: dict | None) -> VisionBackbone:

@@ -189,6 +189,16 @@ def make_tiny_backbone(folder: Path, *, image_size: int = 32, seed: int = 0) -> 
 
     torch.manual_seed(seed)
     model = build_efficientnet(image_size)
+    # Random weights shrink activations to ~1e-10 by the last layer; batch-norm statistics taken on noise
+    # keep every layer at unit scale, so the tiny model's features differ between images as real ones do.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(16, 3, image_size, image_size) * 2 - 1)
+    model.eval()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
@@ -254,7 +264,7 @@ class ClipModel:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
 
 
 def load_clip(name: str) -> ClipModel:
