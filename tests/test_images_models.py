@@ -236,7 +236,7 @@ def test_settings_have_help_and_ranges():
 
     for field in dataclasses.fields(arms.ImageTrainSettings):
         assert len(field.metadata.get("help", "")) > 20, field.name
-    with pytest.raises(SettingsError, match="epochs"):
+    with pytest.raises(SettingsError, match="Epochs must be at least 1"):
         arms.ImageTrainSettings(epochs=0)
     with pytest.raises(SettingsError):
         arms.image_preset("unknown")
