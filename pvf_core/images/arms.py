@@ -175,7 +175,8 @@ def suggest_label_mapping(labels: Sequence[str], class_names: Sequence[str],
     by ``descriptions[label]`` ("jeans, trousers; slacks": phrases separated by commas or semicolons). A
     class matches when one of its names equals a phrase (strongest), contains the phrase, or shares a word
     with it (weakest; words of three letters or more that are not generic like 'top'). A class goes to the
-    label it matches most strongly; ties go to the first label.
+    label it matches most strongly (ties: the first label), and a label keeps only its strongest kind
+    of match.
     """
     descriptions = descriptions or {}
     best: dict[int, tuple[int, int]] = {}  # class -> (strength, label index)
@@ -202,8 +203,10 @@ def suggest_label_mapping(labels: Sequence[str], class_names: Sequence[str],
             if strength and (ci not in best or strength > best[ci][0]):
                 best[ci] = (strength, li)
     mapping: dict[str, list[int]] = {label: [] for label in labels}
-    for ci, (_, li) in sorted(best.items()):
-        mapping[labels[li]].append(ci)
+    strongest = {li: max(st for st, lj in best.values() if lj == li) for _, li in best.values()}
+    for ci, (strength, li) in sorted(best.items()):
+        if strength == strongest[li]:  # 'fire engine' named exactly: not also every class with 'fire' in it
+            mapping[labels[li]].append(ci)
     return mapping
 
 
