@@ -53,8 +53,13 @@ def test_unusable_zip_is_one_line_and_exit_2(tmp_path, zips):
     bad.write_text("not a zip")
     result = CliRunner().invoke(cli, ["inspect", "--images", str(bad)])
     assert result.exit_code == 2 and "not a zip archive" in result.stderr and len(result.stderr.splitlines()) == 1
-    result = CliRunner().invoke(cli, ["prompt", "--images", zips[0]])
-    assert result.exit_code == 2 and "--test-images" in result.stderr
+    result = CliRunner().invoke(cli, ["prompt", "--images", str(tmp_path / "missing.zip")])
+    assert result.exit_code == 2 and "was not found" in result.stderr
+
+
+def test_without_test_images_a_fifth_is_held_out(zips, tiny_backbone):
+    out = run(["prompt", "--images", zips[0], "--model", tiny_backbone])
+    assert out["n_test"] == 6  # 20% of 30 images, stratified
 
 
 def test_prompt_images_label_prompting(zips, tiny_backbone, tmp_path):

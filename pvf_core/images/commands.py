@@ -14,7 +14,6 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data import Splits
-from ..errors import SettingsError
 from .arms import (ImageTrainSettings, TrainedHead, backbone_with, classifier_mb, image_features, image_preset,
                    imagenet_logits, label_prompting_scores, latency_ms, mapping_table, parse_descriptions,
                    save_classifier, suggest_label_mapping, train_head, train_lora_backbone)
@@ -33,8 +32,22 @@ def _say(message: str) -> None:
 
 
 def _need_test(test_images: str | None) -> None:
+    """Without a test archive, 20% of the training archive is held out (stratified) for testing."""
     if not test_images:
-        raise SettingsError("--images needs --test-images: a second zip with the images every arm is scored on.")
+        _say("No --test-images: 20% of the images are held out for testing.")
+
+
+def start_image_comparison(images: str, test_images: str | None = None, *, describe: str = "", model: str = BUNDLED,
+                           preset: str = "balanced", seed: int = 0) -> int:
+    """Queue ``compare --images ...`` as a background job (the page's button); returns the run id."""
+    from ..jobs import submit
+
+    args = ["compare", "--images", str(images), "--model", model, "--seed", str(seed)]
+    args += ["--test-images", str(test_images)] if test_images else []
+    args += ["--describe", describe] if describe else []
+    settings = {"images": str(images), "test_images": str(test_images or ""), "describe": describe,
+                "preset": preset, "model": model, "kind": "images"}
+    return submit(args, kind="compare", name="images: label prompting vs fine-tuning", settings=settings)
 
 
 # -- inspect ------------------------------------------------------------------------------------------------

@@ -404,6 +404,17 @@ def thumbnail(source: str, path: str, size: int = 96) -> bytes:
     return out.getvalue()
 
 
+def save_upload(data: bytes, name: str = "images.zip") -> Path:
+    """Keep an uploaded archive in the workspace (``uploads/images/<hash>.zip``) so a background job can read it."""
+    from ..store import workspace_dir
+
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    path = workspace_dir("uploads", "images") / f"{digest}-{Path(name).stem[:40]}.zip"
+    if not path.is_file():
+        path.write_bytes(data)
+    return path
+
+
 def load_image_splits(train_zip: str | Path, test_zip: str | Path | None = None, *, seed: int = 0,
                       max_train: int | None = None) -> tuple[Splits, list[HealthWarning]]:
     """What the CLI reads: splits from a training archive (and a test archive), and the reading notes."""

@@ -149,6 +149,11 @@ def convert_backbone(target: Path | None = None) -> Path:
     return target
 
 
+def default_image_model() -> str:
+    """The image model the app uses: ``$PVF_IMAGE_MODEL`` (a folder in the bundled format), else the bundled one."""
+    return os.environ.get("PVF_IMAGE_MODEL", "").strip() or BUNDLED
+
+
 def resolve_backbone(name: str = BUNDLED) -> Path:
     """The safetensors folder ``name`` stands for (converting the bundled weights if needed)."""
     if name in (BUNDLED, "", None):
