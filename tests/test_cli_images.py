@@ -107,3 +107,15 @@ def test_compare_images(zips, tiny_backbone, tmp_path):
     assert rows["text"].tolist()[:2] == ["red/0.png", "red/1.png"]
     for arm in out["arms"]:
         assert (rows[f"prediction_{arm['arm']}"] == rows["label"]).mean() == pytest.approx(arm["metrics"]["accuracy"])
+
+
+def test_finetune_images_in_the_background(zips, tiny_backbone):
+    from pvf_core import jobs
+
+    train, test = zips
+    out = run(["finetune", "--images", train, "--test-images", test, "--model", tiny_backbone, "--preset", "quick",
+               "--epochs", "10", "--background"])
+    assert out["status"] in ("queued", "running") and "--images" in out["command"]
+    status = jobs.wait(out["run_id"], timeout=300)
+    assert status.status == "done", status.error
+    assert any(e.get("val_loss") is not None for e in jobs.read_progress(out["run_id"]))
