@@ -165,3 +165,14 @@ def test_thumbnail(tmp_path):
     data = thumbnail(str(path), "red/big.png", size=96)
     image = Image.open(io.BytesIO(data))
     assert image.format == "PNG" and max(image.size) == 96
+
+
+def test_the_shared_fashion_mnist_zips():
+    from conftest import dataset_path
+
+    splits, notes = load_image_splits(dataset_path("fashion_mnist_train.zip"), dataset_path("fashion_mnist_test.zip"))
+    assert splits.sizes() == {"train": 900, "validation": 100, "test": 500}
+    assert len(splits.labels) == 10 and splits.test["label"].value_counts().tolist() == [50] * 10
+    assert splits.validation["label"].value_counts().tolist() == [10] * 10  # stratified
+    found = {w.code for w in image_health_check(splits, notes)}
+    assert "leakage" not in found and {"small_images", "greyscale"} <= found
