@@ -23,6 +23,18 @@ LEVEL_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
 TRAIN, TEST = "img_train_path", "img_test_path"
 RUN_KEY, RUN_PARAM = "images_run_id", "images_run"
 
+
+@st.cache_data(show_spinner="Reading and checking the images…", max_entries=4)
+def read(path: str):
+    """Decode every image once per archive (the page reruns on each click)."""
+    return read_image_zip(path, name=Path(path).name)
+
+
+@st.cache_data(max_entries=2000)
+def thumb(source: str, path: str) -> bytes:
+    return thumbnail(source, path)
+
+
 st.title("Images: prompt or fine-tune?")
 st.markdown("The same question for pictures: can a pre-trained image model recognise your labels when you only "
             "**name** them, or does it need to **learn** from your labelled images?")
@@ -42,8 +54,8 @@ if not train_path:
     st.stop()
 
 try:
-    train_set = read_image_zip(train_path, name=Path(train_path).name)
-    test_set = read_image_zip(test_path, name=Path(test_path).name) if test_path else None
+    train_set = read(train_path)
+    test_set = read(test_path) if test_path else None
     splits = image_splits(train_set, test_set)
 except PvfError as error:
     st.error(str(error))
@@ -60,7 +72,7 @@ for warning in image_health_check(splits, train_set.notes + (test_set.notes if t
 with st.expander("A few images per label", expanded=True):
     for label in splits.labels:
         rows = splits.train[splits.train["label"] == label].head(6)
-        st.image([thumbnail(s, p) for s, p in zip(rows["source"], rows["text"])], width=72, caption=list(rows["text"]))
+        st.image([thumb(s, p) for s, p in zip(rows["source"], rows["text"])], width=72, caption=list(rows["text"]))
 
 # -- 3. label prompting ------------------------------------------------------------------------------------
 st.header("3. Label prompting: name what to look for")
@@ -109,6 +121,6 @@ if source and len(table):
     arms = [r.arm for r in comparison.results]
     captions = [f"{row['expected']} · " + " · ".join(f"{a.split(' (')[0]}: {row[a]}" for a in arms)
                 for _, row in table.iterrows()]
-    st.image([thumbnail(source, path) for path in table["text"]], width=96, caption=captions)
+    st.image([thumb(source, path) for path in table["text"]], width=96, caption=captions)
 elif not len(table):
     st.success("The arms agree on every test image.")
