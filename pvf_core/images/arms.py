@@ -92,11 +92,9 @@ class Features:
 
 
 def image_features(backbone: VisionBackbone, frame: pd.DataFrame, *, reader: ImageReader | None = None,
-                   batch_size: int = 32, cache: bool = True, on_progress: Progress | None = None,
+                   batch_size: int = 32, cache: bool = False, on_progress: Progress | None = None,
                    should_stop: Callable[[], bool] | None = None) -> Features:
-    """Features of every row's image, cached on disk by pixel hash (a second run reads them back)."""
-    import torch
-
+    """Features of every row's image; with ``cache`` also kept on disk by pixel hash (a second run reads them back)."""
     from ..evaluate import Stopped
 
     reader = reader or ImageReader()
@@ -122,7 +120,6 @@ def image_features(backbone: VisionBackbone, frame: pd.DataFrame, *, reader: Ima
     if folder is not None and len(todo):
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / "features.npz", **found)
-    del torch
     return Features(np.stack([found[h] for h in frame["hash"]]) if len(frame) else np.zeros((0, backbone.feature_dim),
                     dtype=np.float32), seconds, len(todo))
 
