@@ -14,7 +14,7 @@ image at a time. Predictions of a row depend on that row only (no batch statisti
 from __future__ import annotations
 
 import resource
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
