@@ -18,6 +18,7 @@ from typing import Any, Callable
 import click
 
 from .errors import PvfError
+from .images.options import image_options, require_csv_inputs
 
 EXIT_UNUSABLE = 2
 
@@ -98,12 +99,19 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("data", type=click.Path())
+@click.argument("data", type=click.Path(), required=False)
+@image_options("inspect")
 @column_options
 @common_options
 @handle_errors
-def inspect(data: str, model: str, seed: int, as_json: bool, **columns: Any) -> None:
-    """Read DATA.csv: columns, detected task, label counts and a health check."""
+def inspect(data: str | None, images: str | None, test_images: str | None, model: str, seed: int, as_json: bool,
+            **columns: Any) -> None:
+    """Read DATA.csv (or --images ZIP): columns, detected task, label counts and a health check."""
+    if images:
+        from .images.commands import inspect_images
+
+        return emit(inspect_images(images, test_images, seed=seed), as_json, _inspect_summary)
+    require_csv_inputs(data=data)
     from .data import (SplitSettings, health_check, labeled_frame, make_splits, mapping_notes, read_csv,
                        suggest_mapping, worst_first)
 
@@ -153,8 +161,8 @@ def _inspect_summary(r: dict[str, Any]) -> str:
 
 
 @cli.command()
-@click.option("--train", "train_path", required=True, type=click.Path(), help="CSV with the labelled rows examples are drawn from.")
-@click.option("--test", "test_path", required=True, type=click.Path(), help="CSV with the rows the prompt is scored on.")
+@click.option("--train", "train_path", type=click.Path(), help="CSV with the labelled rows examples are drawn from.")
+@click.option("--test", "test_path", type=click.Path(), help="CSV with the rows the prompt is scored on.")
 @click.option("--shots", type=int, default=0, show_default=True, help="Number of solved examples shown before each row.")
 @click.option("--selection", default="balanced", show_default=True,
               help="How examples are picked: random, balanced (same number per label) or similar (TF-IDF nearest rows).")
@@ -169,13 +177,22 @@ def _inspect_summary(r: dict[str, Any]) -> str:
 @click.option("--limit", type=int, default=None, help="Score only the first N test rows.")
 @click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None,
               help="Write one row per test row: text,label,prediction (input,output,prediction for text-to-text).")
+@image_options("prompt")
 @column_options
 @common_options
 @handle_errors
 def prompt(train_path: str, test_path: str, shots: int, selection: str, instruction: str, calibration: str,
-           adapter_dir: str | None, limit: int | None, predictions_path: str | None, model: str, seed: int,
-           as_json: bool, **columns: Any) -> None:
+           adapter_dir: str | None, limit: int | None, predictions_path: str | None, images: str | None,
+           test_images: str | None, describe: str | None, clip: str | None, templates: str | None, model: str,
+           seed: int, as_json: bool, **columns: Any) -> None:
     """Score a prompt (zero- or few-shot) on the test rows: quality, speed, tokens and tips."""
+    if images:
+        from .images.commands import prompt_images
+
+        return emit(prompt_images(images, test_images, limit=limit, seed=seed, model=model,
+                                  predictions=predictions_path, describe=describe, clip=clip, templates=templates,
+                                  shots=shots), as_json, _images_prompt_summary)
+    require_csv_inputs(train_path=train_path, test_path=test_path)
     from .data import load_splits
     from .errors import SettingsError
     from .evaluate import Arm, evaluate
@@ -218,6 +235,15 @@ def _saved_adapter_arm(folder: str) -> tuple[Any, Any]:
     return run.arm(), Calibration.load(folder)
 
 
+def _images_prompt_summary(r: dict[str, Any]) -> str:
+    m = r["metrics"]
+    lines = [f"{r['arm']} on {r['n_test']} images: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, "
+             f"{r['ms_per_example']:.1f} ms/image, {r['seconds']:.1f} s in all"]
+    lines += [f"  {row['label']}: {row['imagenet_classes']}" for row in r.get("mapping", [])]
+    lines += [f"[warning] {w['message']}" for w in r["warnings"]]
+    return "\n".join(lines)
+
+
 def _prompt_summary(r: dict[str, Any]) -> str:
     m = r["metrics"]
     if r["task"] == "classification":
@@ -238,8 +264,8 @@ def _prompt_summary(r: dict[str, Any]) -> str:
 
 
 @cli.command()
-@click.option("--train", "train_path", required=True, type=click.Path(), help="CSV with the labelled rows to learn from.")
-@click.option("--test", "test_path", required=True, type=click.Path(), help="CSV with the held-out rows every arm is scored on.")
+@click.option("--train", "train_path", type=click.Path(), help="CSV with the labelled rows to learn from.")
+@click.option("--test", "test_path", type=click.Path(), help="CSV with the held-out rows every arm is scored on.")
 @click.option("--validation", type=click.Path(), default=None, help="CSV of validation rows for fine-tuning (default: carved from the training rows).")
 @click.option("--shots", default="0,4", show_default=True, help="Prompt arms to run: numbers of examples, comma-separated.")
 @click.option("--max-train", type=int, default=None, help="Use only the first N training rows (for prompting examples and fine-tuning).")
@@ -254,15 +280,26 @@ def _prompt_summary(r: dict[str, Any]) -> str:
 @click.option("--predictions", type=click.Path(dir_okay=False), default=None, help="Write one row per test row with a prediction_<arm> column per arm.")
 @click.option("--run-id", type=int, default=None, hidden=True, help="Internal: the job this process runs.")
 @click.option("--name", "dataset_name", default=None, help="The data's name in the report (default: the train file's name).")
+@image_options("compare")
 @column_options
 @common_options
 @handle_errors
 def compare(train_path: str, test_path: str, validation: str | None, shots: str, max_train: int | None, limit: int | None,
             epochs: float | None, learning_rate: float | None, rank: int | None, instruction: str,
             learning_curve: bool, output: str | None, predictions: str | None, run_id: int | None,
-            dataset_name: str | None, model: str,
+            dataset_name: str | None, images: str | None, test_images: str | None, describe: str | None,
+            clip: str | None, method: str | None, model: str,
             seed: int, as_json: bool, **columns: Any) -> None:
     """Run zero-shot, k-shot and LoRA arms on the same test rows; recommend one and write a report."""
+    if images:
+        from .images.commands import compare_images
+
+        return emit(compare_images(images, test_images, limit=limit, max_train=max_train, seed=seed, model=model,
+                                   preset="balanced", epochs=int(epochs) if epochs else None,
+                                   learning_rate=learning_rate, rank=rank, method=method, output=output,
+                                   predictions=predictions, run_id=run_id, describe=describe, clip=clip,
+                                   shots=shots, dataset_name=dataset_name), as_json, _compare_summary)
+    require_csv_inputs(train_path=train_path, test_path=test_path)
     from .compare import run_comparison
     from .data import load_splits
     from .finetune import preset_settings
@@ -350,8 +387,8 @@ def _compare_summary(r: dict[str, Any]) -> str:
 
 
 @cli.command()
-@click.option("--train", "train_path", required=True, type=click.Path(), help="CSV with the labelled rows to learn from (10% are held out for validation).")
-@click.option("--test", "test_path", required=True, type=click.Path(), help="CSV with the held-out rows the fine-tuned model is scored on.")
+@click.option("--train", "train_path", type=click.Path(), help="CSV with the labelled rows to learn from (10% are held out for validation).")
+@click.option("--test", "test_path", type=click.Path(), help="CSV with the held-out rows the fine-tuned model is scored on.")
 @click.option("--validation", "validation_path", type=click.Path(), default=None, help="CSV with the validation rows (default: 10% of the training rows).")
 @click.option("--max-train", type=int, default=None, help="Use only the first N rows of the training file.")
 @click.option("--limit", type=int, default=None, help="Score only the first N test rows.")
@@ -371,15 +408,25 @@ def _compare_summary(r: dict[str, Any]) -> str:
 @click.option("--background", is_flag=True, help="Queue the run as a background job and return at once (see its progress in the app).")
 @click.option("--estimate", "estimate_only", is_flag=True, help="Only estimate time and peak memory (runs a short calibration).")
 @click.option("--run-id", type=int, default=None, hidden=True, help="Internal: the job this process runs.")
+@image_options("finetune")
 @column_options
 @common_options
 @handle_errors
 def finetune(train_path: str, test_path: str, validation_path: str | None, max_train: int | None, limit: int | None,
              preset: str, epochs: float | None, learning_rate: float | None, rank: int | None,
              settings_path: str | None, instruction: str, prompt_path: str | None, output: str | None,
-             predictions: str | None, background: bool, estimate_only: bool, run_id: int | None, model: str,
+             predictions: str | None, background: bool, estimate_only: bool, run_id: int | None,
+             images: str | None, test_images: str | None, method: str | None, model: str,
              seed: int, as_json: bool, **columns: Any) -> None:
     """Train a LoRA adapter on the training rows and score it on the test rows with the prompt harness."""
+    if images:
+        from .images.commands import finetune_images
+
+        return emit(finetune_images(images, test_images, limit=limit, max_train=max_train, seed=seed, model=model,
+                                    preset=preset, epochs=int(epochs) if epochs else None, learning_rate=learning_rate,
+                                    rank=rank, method=method, output=output, predictions=predictions, run_id=run_id,
+                                    background=background), as_json, _finetune_summary)
+    require_csv_inputs(train_path=train_path, test_path=test_path)
     from .data import load_splits
     from .finetune import estimate, is_main_process, train_lora
 
