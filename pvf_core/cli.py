@@ -243,6 +243,7 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
     """Run zero-shot, k-shot and LoRA arms on the same test rows; recommend one and write a report."""
     from .compare import run_comparison
     from .data import load_splits
+    from .models import device as model_device
     from .finetune import preset_settings
     from .report import write_report, write_safe_csv
     from .store import workspace_dir
@@ -274,7 +275,8 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
                 "break_even_queries": comparison.break_even, "learning_curve": comparison.curve,
                 "report": paths["html"], "predictions_csv": paths["csv"], "comparison_json": paths["json"],
                 "metrics": {a["arm"]: a["metrics"].get(comparison.metric) for a in data["arms"]},
-                "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb()} | (
+                "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb(),
+                "world_size": int(os.environ.get("WORLD_SIZE", "1")), "device": model_device()} | (
                     {"unchanged_input": data["unchanged_input"]} if "unchanged_input" in data else {})
 
     default_folder = output or (None if run_id is not None else
@@ -522,6 +524,7 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
             "peak_rss_mb": peak_rss_mb(), "train_seconds": trained.train_seconds,
             "train_examples_per_second": trained.examples_per_second, "adapter_dir": str(trained.adapter_dir),
             "adapter_mb": trained.adapter_mb, "status": "done", "training": trained.training_summary(),
+            "world_size": trained.world_size, "device": trained.device,
             "settings": settings.to_dict(), "warnings": trained.warnings, "calibration": scored.calibration}
 
 

@@ -75,25 +75,33 @@ class LoadedModel:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def best_dtype() -> Any:
-    """bfloat16 where the CPU computes it natively (matmuls ≈2× fp32 on this 2-core EPYC), else float32.
+def placement() -> tuple[str, Any]:
+    """The one place that decides where models run and in which dtype: ``(device, dtype)``.
 
-    ``PVF_DTYPE=float32`` forces the fp32 path.
+    CUDA when a GPU is visible, with bfloat16 where the GPU supports it, else float16; on the CPU bfloat16
+    where the CPU computes it natively (matmuls ≈2× fp32 on this 2-core EPYC; oneDNN says so), else float32.
+    ``PVF_DTYPE`` (float32, bfloat16, float16) forces the dtype, e.g. ``PVF_DTYPE=float32`` for the fp32 path.
     """
     import torch
 
+    where = "cuda" if torch.cuda.is_available() else "cpu"
     forced = os.environ.get("PVF_DTYPE", "").strip()
     if forced:
         if forced not in DTYPES:
             raise ModelLoadError(f"PVF_DTYPE is '{forced}'; it must be one of {', '.join(DTYPES)}.",
                                  "Unset it to let PvF Studio choose.")
-        return getattr(torch, forced)
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return where, getattr(torch, forced)
+    if where == "cuda":
+        return where, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     try:
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+        return where, torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
     except (AttributeError, RuntimeError):
-        return torch.float32
+        return where, torch.float32
+
+
+def best_dtype() -> Any:
+    """The dtype ``placement()`` chooses."""
+    return placement()[1]
 
 
 def attention_mask_for(model: Any, allowed: Any) -> Any:
@@ -108,9 +116,8 @@ def attention_mask_for(model: Any, allowed: Any) -> Any:
 
 
 def device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """The device ``placement()`` chooses: "cuda" or "cpu"."""
+    return placement()[0]
 
 
 def model_cache_dir() -> Path:
@@ -233,19 +240,23 @@ def check_safetensors_folder(path: Path) -> None:
 
 
 def load_model(name: str = BUNDLED, *, dtype: Any = None, fresh: bool = False) -> LoadedModel:
-    """Load a model and its tokenizer once per process (``fresh=True`` returns a private copy)."""
-    dtype = dtype or best_dtype()
+    """Load a model and its tokenizer once per process (``fresh=True`` returns a private copy).
+
+    It is put on the device ``placement()`` chooses, in its dtype unless ``dtype`` is given.
+    """
+    where, chosen = placement()
+    dtype = dtype or chosen
     key = (str(name), str(dtype))
     with _lock:
         if not fresh and key in _cache:
             return _cache[key]
-        loaded = _load(name, dtype)
+        loaded = _load(name, dtype, where)
         if not fresh:
             _cache[key] = loaded
         return loaded
 
 
-def _load(name: str, dtype: Any) -> LoadedModel:
+def _load(name: str, dtype: Any, target: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     where = resolve(name)
@@ -261,7 +272,7 @@ def _load(name: str, dtype: Any) -> LoadedModel:
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHATML_TEMPLATE
     model.config.use_cache = True
-    model.to(device()).eval()
+    model.to(target).eval()
     label = BUNDLED_LABEL if name in (BUNDLED, "", None) else str(name)
     return LoadedModel(name=label, model=model, tokenizer=tokenizer, path=Path(str(where)))
 

@@ -6,8 +6,9 @@
     add_lora(model, settings), train_dtype()                                        lora.py
     answer_loss(model, prefix, suffixes, answers, pad_id) (packed / padded)         loss.py
     learning_rate_at, eval_interval, early stopping, ThreadChooser                  schedule.py
-    train_lora(settings, splits, model_name, output_dir, on_progress, should_stop)  loop.py  -> TrainResult
-    FinetuneRun.load(folder).arm(), model_card, zip_run(folder), merge_run(folder)  run.py
+    train_lora(settings, splits, model_name, output_dir, on_progress, should_stop)  loop.py
+    accelerate: one or several processes, sharded global batches                  processes.py
+    TrainResult; FinetuneRun.load(folder).arm(), model_card, zip_run, merge_run     run.py
     estimate(settings, splits, model_name) -> Estimate (time, peak memory, fits?)   estimates.py
 
 What is learned: a causal-LM LoRA adapter trained on exactly the token ids the evaluation harness scores
@@ -40,29 +41,29 @@ from __future__ import annotations
 import sys
 import types
 
-from . import checks, estimates, lora, loop, loss, run, schedule, settings, tokens
+from . import checks, estimates, lora, loop, loss, processes, run, schedule, settings, tokens
 from .checks import (MIN_TRAIN_PER_LABEL, MIN_TRAIN_ROWS, MIN_VALIDATION_ROWS, RELEVANT_HEALTH, cap_rows,
                      finetune_warnings, result_warnings)
 from .estimates import (CALIBRATION_MAX_AGE_S, CALIBRATION_MEMORY_MARGIN, ROUGH_FLOPS, Estimate, _available_mb,
                         _calibrate_here, _calibration, _duration, _plan, estimate)
 from .lora import EAGER_ATTENTION_MAX_LENGTH, _set_attention, add_lora, train_dtype
-from .loop import (Progress, TrainResult, _accelerator, _all_agree, _average_gradients, _cuda_available, _Loaded,
-                   _peak_rss_mb, _round, is_main_process, train_lora, validation_metrics)
+from .loop import Progress, _Loaded, train_lora, validation_metrics
+from .processes import GlobalBatches, _accelerator, _all_agree, _cuda_available, _peak_rss_mb, data_loader, is_main_process
 from .loss import PACKED_MAX_TOKENS, _packed_logits, _padded_logits, answer_loss
-from .run import (ADAPTER_FILES, CARD_FILE, RUN_FILE, RUN_FORMAT, FinetuneRun, _settings_table, _versions,
-                  merge_run, model_card, zip_run)
+from .run import (ADAPTER_FILES, CARD_FILE, RUN_FILE, RUN_FORMAT, FinetuneRun, TrainResult, _round, _settings_table,
+                  _versions, merge_run, model_card, zip_run)
 from .schedule import ThreadChooser, _Tracker, eval_interval, learning_rate_at
 from .settings import DEFAULT_PRESET, PRESETS, TARGET_CHOICES, LoraSettings, Preset, preset_settings
 from .tokens import Encoded, common_prefix_length, default_prompt, encode, frame_hash, length_grouped_batches
 
-_MODULES = (checks, estimates, lora, loop, loss, run, schedule, settings, tokens)
+_MODULES = (checks, estimates, lora, loop, loss, processes, run, schedule, settings, tokens)
 
 __all__ = [
     "ADAPTER_FILES", "CALIBRATION_MAX_AGE_S", "CALIBRATION_MEMORY_MARGIN", "CARD_FILE", "DEFAULT_PRESET",
     "EAGER_ATTENTION_MAX_LENGTH", "MIN_TRAIN_PER_LABEL", "MIN_TRAIN_ROWS", "MIN_VALIDATION_ROWS",
     "PACKED_MAX_TOKENS", "PRESETS", "RELEVANT_HEALTH", "ROUGH_FLOPS", "RUN_FILE", "RUN_FORMAT", "TARGET_CHOICES",
-    "Encoded", "Estimate", "FinetuneRun", "LoraSettings", "Preset", "Progress", "ThreadChooser", "TrainResult",
-    "add_lora", "answer_loss", "cap_rows", "common_prefix_length", "default_prompt", "encode", "estimate",
+    "Encoded", "Estimate", "GlobalBatches", "FinetuneRun", "LoraSettings", "Preset", "Progress", "ThreadChooser", "TrainResult",
+    "add_lora", "answer_loss", "cap_rows", "common_prefix_length", "data_loader", "default_prompt", "encode", "estimate",
     "eval_interval", "finetune_warnings", "frame_hash", "is_main_process", "learning_rate_at",
     "length_grouped_batches", "merge_run", "model_card", "preset_settings", "result_warnings", "train_dtype",
     "train_lora", "validation_metrics", "zip_run",

@@ -17,8 +17,8 @@ import numpy as np
 from ..data import Splits
 from ..errors import DataError, PvfError
 from .lora import EAGER_ATTENTION_MAX_LENGTH, _set_attention, add_lora, train_dtype
-from .loop import _accelerator, _cuda_available, _peak_rss_mb
 from .loss import PACKED_MAX_TOKENS, answer_loss
+from .processes import _accelerator, _cuda_available, _peak_rss_mb
 from .schedule import ThreadChooser, eval_interval
 from .settings import LoraSettings
 from .tokens import Encoded, default_prompt, encode, length_grouped_batches

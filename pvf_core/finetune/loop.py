@@ -1,9 +1,15 @@
-"""The training loop (``train_lora``) and what it returns (``TrainResult``)."""
+"""The training loop: ``train_lora`` reads top to bottom, one helper per block (nanoGPT's train.py, in parts).
+
+    train_lora
+      _load_rows        the exact token ids the harness scores, and the warnings before training
+      _prepare          LoRA on a private model copy, optimizer, data loader: prepared by accelerate
+      _run_steps        the loop: learning rate, forward/backward (gradients synced), clip, update, validate
+      _keep_best_and_save
+"""
 
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -17,60 +23,14 @@ from ..errors import DataError
 from .checks import finetune_warnings
 from .lora import EAGER_ATTENTION_MAX_LENGTH, _set_attention, add_lora, train_dtype
 from .loss import answer_loss
-from .run import ADAPTER_FILES, FinetuneRun
+from .processes import _accelerator, _all_agree, _peak_rss_mb, _summed, data_loader
+from .run import ADAPTER_FILES, FinetuneRun, TrainResult, _round
 from .schedule import ThreadChooser, _Tracker, eval_interval, learning_rate_at
 from .settings import LoraSettings
-from .tokens import Encoded, default_prompt, encode, frame_hash, length_grouped_batches
+from .tokens import Encoded, default_prompt, encode, frame_hash
 
 Progress = Callable[[dict], None]
 
-
-# -- the result -------------------------------------------------------------------------------------------
-
-@dataclass
-class TrainResult:
-    """What a training run produced and what it cost."""
-
-    adapter_dir: Path | None
-    settings: LoraSettings
-    prompt: Any                        # the PromptSpec trained on (and to score with)
-    model: str
-    task: str
-    labels: list[str]
-    steps: int
-    total_steps: int
-    best_step: int
-    best_val_loss: float | None
-    best_val_accuracy: float | None
-    stopped_early: bool
-    cancelled: bool
-    train_rows: int
-    validation_rows: int
-    train_examples: int                # examples processed (rows × epochs run)
-    train_seconds: float               # the loop incl. validation checks, without loading the model
-    validation_seconds: float          # of which the validation checks
-    examples_per_second: float
-    data_tokens: int                   # tokens of the examples processed (prefix counted per row)
-    computed_tokens: int               # tokens actually run (the shared prefix once per batch)
-    n_params: int
-    n_trainable: int
-    peak_rss_mb: float
-    adapter_mb: float
-    data_hash: str
-    history: list[dict] = field(default_factory=list)
-    warnings: list[dict] = field(default_factory=list)
-    dtype: str = ""
-    threads: int = 0                   # CPU threads the loop settled on (see ThreadChooser)
-
-    def training_summary(self) -> dict:
-        keys = ("steps", "total_steps", "best_step", "best_val_loss", "best_val_accuracy", "stopped_early",
-                "cancelled", "train_rows", "validation_rows", "train_examples", "train_seconds", "validation_seconds",
-                "examples_per_second", "data_tokens", "computed_tokens", "n_params", "n_trainable",
-                "peak_rss_mb", "adapter_mb", "dtype", "threads")
-        return {k: getattr(self, k) for k in keys}
-
-
-# -- the training loop ------------------------------------------------------------------------------------
 
 def train_lora(settings: LoraSettings, splits: Splits, model_name: str = "bundled",
                output_dir: str | Path | None = None, on_progress: Progress | None = None,
@@ -80,185 +40,274 @@ def train_lora(settings: LoraSettings, splits: Splits, model_name: str = "bundle
     ``prompt`` is the (zero-shot) PromptSpec the rows are rendered with; it must be the spec the fine-tuned
     arm is later scored with (default: the generic instruction and the labels of ``splits``).
     ``should_stop()`` is checked before every step; a stopped run saves nothing and returns ``cancelled``.
-    Runs unchanged under ``accelerate launch`` (data parallel: each process takes every n-th batch and
-    the adapters' gradients are averaged).
+    Runs unchanged under ``accelerate launch`` (data parallel through accelerate: each process takes its
+    piece of every global batch of ``batch_size × processes`` rows, gradients are synced; see processes.py).
     """
     import torch
 
-    from ..models import load_model
-
-    report: Progress = on_progress or (lambda event: None)
-    stop = should_stop or (lambda: False)
     started = time.perf_counter()
     accelerator = _accelerator()
-    main = accelerator.is_main_process
-    say = report if main else (lambda event: None)
+    report = on_progress or (lambda event: None)
+    say = report if accelerator.is_main_process else (lambda event: None)
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
 
-    # -- data: the exact token ids the harness scores; a small validation subset -----------------------
+    rows = _load_rows(settings, splits, model_name, prompt, say)
+    run = _prepare(settings, rows, accelerator, say)
+    _run_steps(run, should_stop or (lambda: False))
+    adapter_dir, adapter_mb = _keep_best_and_save(run, output_dir)
+
+    result = TrainResult(
+        adapter_dir=adapter_dir, settings=settings, prompt=rows.spec, model=model_name, task=splits.task,
+        labels=list(rows.spec.labels), steps=run.step, total_steps=run.total_steps,
+        best_step=run.tracker.best_step,
+        best_val_loss=_round(run.tracker.best_loss if run.tracker.checks else None),
+        best_val_accuracy=_round(run.tracker.best_accuracy), stopped_early=run.stopped_early,
+        cancelled=run.cancelled, train_rows=len(splits.train),
+        validation_rows=len(rows.val) if rows.val is not None else 0, train_examples=int(run.examples),
+        train_seconds=round(run.train_seconds, 3), validation_seconds=round(run.validation_seconds, 3),
+        examples_per_second=round(run.examples / run.train_seconds, 3) if run.train_seconds > 0 else 0.0,
+        data_tokens=int(run.data_tokens), computed_tokens=int(run.computed_tokens), n_params=run.n_params,
+        n_trainable=run.n_trainable, peak_rss_mb=_peak_rss_mb(), adapter_mb=adapter_mb,
+        data_hash=frame_hash(splits.train, splits.validation), history=run.history, warnings=rows.warnings,
+        dtype=rows.dtype, threads=run.threads.choice, world_size=run.world, device=run.device.type)
+    if adapter_dir is not None:
+        FinetuneRun.from_result(result, time.perf_counter() - started).save(adapter_dir)
+    return result
+
+
+# -- data: the exact token ids the harness scores; a small validation subset ------------------------------
+
+@dataclass
+class _Rows:
+    """What the run trains and validates on, and the model loaded for it."""
+
+    spec: Any                          # the PromptSpec the rows are rendered with
+    loaded: Any                        # models.LoadedModel: a private copy of the base model
+    train: Encoded
+    val: Encoded | None
+    warnings: list[dict]
+    dtype: str
+
+
+def _load_rows(settings: LoraSettings, splits: Splits, model_name: str, prompt: Any, say: Progress) -> _Rows:
+    from ..models import load_model
+
     if len(splits.train) == 0:
         raise DataError("There are no training rows to fine-tune on.")
     spec = prompt if prompt is not None else default_prompt(splits)
     if splits.task == "classification" and not spec.labels:
         spec = spec.with_(labels=list(splits.labels))
     loaded = load_model(model_name, dtype=train_dtype(), fresh=True)
-    tokenizer = loaded.tokenizer
-    train, full_lengths = encode(splits.train, spec, tokenizer, settings.max_length)
+    train, full_lengths = encode(splits.train, spec, loaded.tokenizer, settings.max_length)
     validation_frame = splits.validation.head(settings.validation_rows)
-    val = encode(validation_frame, spec, tokenizer, settings.max_length)[0] if len(validation_frame) else None
+    val = encode(validation_frame, spec, loaded.tokenizer, settings.max_length)[0] if len(validation_frame) else None
     found = [w.to_dict() for w in finetune_warnings(splits, settings, full_lengths)]
     for w in found:
         say({"event": "warning", "code": w["code"], "message": w["message"], "time": time.time()})
     if any(w["level"] == "error" for w in found):
         raise DataError(next(w["message"] for w in found if w["level"] == "error"))
+    return _Rows(spec, loaded, train, val, found, str(loaded.dtype).replace("torch.", ""))
 
-    # -- model: LoRA adapters on a private copy of the base model --------------------------------------
+
+# -- model, optimizer, data loader: LoRA on a private copy, prepared by accelerate -------------------------
+
+@dataclass
+class _Run:
+    """The state of a running training loop (read and updated by its steps)."""
+
+    settings: LoraSettings
+    rows: _Rows
+    accelerator: Any
+    say: Progress
+    model: Any                         # as prepared: wrapped for gradient sync when there are several processes
+    core: Any                          # the peft model itself (validation, checkpoints, saving)
+    optimizer: Any
+    loader: Any
+    sampler: Any
+    params: list
+    pad_id: int
+    device: Any
+    world: int
+    steps_per_epoch: int
+    total_steps: int
+    every: int
+    n_params: int
+    n_trainable: int
+    tracker: _Tracker
+    threads: ThreadChooser
+    history: list[dict] = field(default_factory=list)
+    step: int = 0
+    examples: float = 0
+    data_tokens: float = 0
+    computed_tokens: float = 0
+    losses: list[float] = field(default_factory=list)
+    validation_seconds: float = 0.0
+    train_seconds: float = 0.0
+    loop_started: float = 0.0
+    stopped_early: bool = False
+    cancelled: bool = False
+
+
+def _prepare(settings: LoraSettings, rows: _Rows, accelerator: Any, say: Progress) -> _Run:
+    import torch
+
     device = accelerator.device
+    model = rows.loaded.model
     if device.type == "cpu" and settings.max_length <= EAGER_ATTENTION_MAX_LENGTH:
-        _set_attention(loaded.model, "eager")
-    model = add_lora(loaded.model, settings).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    n_params = sum(p.numel() for p in model.parameters())
-    n_trainable = sum(p.numel() for p in params)
-    pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-
-    # -- optimizer and plan: steps, validation checks, early stopping ----------------------------------
+        _set_attention(model, "eager")
+    core = add_lora(model, settings).to(device)
+    params = [p for p in core.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     world = accelerator.num_processes
-    steps_per_epoch = max(1, math.ceil(len(train) / settings.batch_size) // world)
+    loader, sampler = data_loader(rows.train.lengths(), settings.batch_size, world, settings.seed)
+    if world > 1:
+        model, optimizer, loader = accelerator.prepare(core, optimizer, loader)
+    else:
+        model, optimizer, loader = core, accelerator.prepare(optimizer), accelerator.prepare(loader)
+    steps_per_epoch = max(1, len(sampler) // world)
     total_steps = max(1, round(steps_per_epoch * settings.epochs))
-    every = eval_interval(settings, steps_per_epoch)
-    lengths = train.lengths()
-    tracker = _Tracker(settings.patience)
-    history: list[dict] = []
-    validation_seconds = 0.0
+    tokenizer = rows.loaded.tokenizer
+    return _Run(settings=settings, rows=rows, accelerator=accelerator, say=say, model=model, core=core,
+                optimizer=optimizer, loader=loader, sampler=sampler, params=params,
+                pad_id=int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0), device=device,
+                world=world, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                every=eval_interval(settings, steps_per_epoch), n_params=sum(p.numel() for p in core.parameters()),
+                n_trainable=sum(p.numel() for p in params), tracker=_Tracker(settings.patience),
+                threads=ThreadChooser(enabled=device.type == "cpu"))
 
-    def validate(step: int, train_loss: float | None) -> tuple[float | None, float | None]:
-        nonlocal validation_seconds
-        if val is None:
-            return None, None
-        checked = time.perf_counter()
-        loss, accuracy = validation_metrics(model, tokenizer, spec, val, pad_id, device, settings.batch_size)
-        validation_seconds += time.perf_counter() - checked
-        tracker.update(step, train_loss, loss, accuracy, model)
-        warning = tracker.overfitting()
-        if warning:
-            say({**warning, "time": time.time()})
-        return loss, accuracy
 
-    def progress(step: int, train_loss: float | None, val_loss: float | None, val_accuracy: float | None,
-                 lr: float, examples: int, loop_seconds: float) -> None:
-        record = {"event": "progress", "step": step, "total_steps": total_steps,
-                  "epoch": round(step / steps_per_epoch, 3), "train_loss": _round(train_loss),
-                  "val_loss": _round(val_loss), "val_accuracy": _round(val_accuracy), "learning_rate": lr,
-                  "examples_per_second": round(examples / loop_seconds, 3) if loop_seconds > 0 else None,
-                  "percent": round(100 * step / total_steps, 1),
-                  "eta_seconds": round(loop_seconds / step * (total_steps - step), 1) if step else None,
-                  "time": time.time()}
-        history.append(record)
-        say(record)
+# -- the loop ---------------------------------------------------------------------------------------------
 
-    # -- the loop ----------------------------------------------------------------------------------------
-    loop_started = time.perf_counter()
-    val_loss, val_accuracy = validate(0, None)   # the untrained model: the baseline to beat
-    progress(0, None, val_loss, val_accuracy, 0.0, 0, 0.0)
-    step, examples, data_tokens, computed_tokens = 0, 0, 0, 0
-    losses: list[float] = []
-    stopped_early = cancelled = False
+def _run_steps(run: _Run, stop: Callable[[], bool]) -> None:
+    """Train until the planned steps are done, early stopping ends it, or ``stop()`` cancels it."""
+    run.loop_started = time.perf_counter()
+    val_loss, val_accuracy = _validate(run, 0, None)   # the untrained model: the baseline to beat
+    _progress(run, None, val_loss, val_accuracy, 0.0)
     last_report = time.perf_counter()
-    threads = ThreadChooser(enabled=device.type == "cpu")
-    model.train()
-    for epoch in range(math.ceil(total_steps / steps_per_epoch)):
-        batches = length_grouped_batches(lengths, settings.batch_size, settings.seed + epoch)
-        batches = batches[:steps_per_epoch * world][accelerator.process_index::world]
-        for rows in batches:
-            if step >= total_steps:
+    run.model.train()
+    for epoch in range(math.ceil(run.total_steps / run.steps_per_epoch)):
+        run.sampler.set_epoch(epoch)
+        for piece in run.loader:
+            if run.step >= run.total_steps:
                 break
-            if _all_agree(stop(), accelerator):
-                cancelled = True
+            if _all_agree(stop(), run.accelerator):
+                run.cancelled = True
                 break
-            # learning rate for this step
-            lr = learning_rate_at(step, total_steps, settings)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            # forward, backward, average gradients over processes, clip, update
-            threads.before_step(step)
-            step_started = time.perf_counter()
-            loss = answer_loss(model, train.prefix, [train.suffixes[i] for i in rows],
-                               [train.answers[i] for i in rows], pad_id, device)
-            loss.backward()
-            if world > 1:
-                _average_gradients(params, accelerator)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_tokens = len(train.prefix) + sum(lengths[i] - len(train.prefix) for i in rows)
-            threads.after_step(time.perf_counter() - step_started, step_tokens)
-            step += 1
-            examples += len(rows) * world
-            data_tokens += sum(lengths[i] for i in rows) * world
-            computed_tokens += step_tokens * world
-            losses.append(float(loss.detach()))
+            lr = _train_step(run, piece)
             # validation check: keep the best weights, stop early when it stops improving
-            if step % every == 0 or step == total_steps:
-                train_loss = float(np.mean(losses[-every:]))
-                model.eval()
-                threads.use_choice()
-                val_loss, val_accuracy = validate(step, train_loss)
-                model.train()
-                progress(step, train_loss, val_loss, val_accuracy, lr, examples,
-                         time.perf_counter() - loop_started)
-                last_report = time.perf_counter()
-                if tracker.should_stop():
-                    stopped_early = True
-                    say({"event": "warning", "code": "early_stopping", "time": time.time(),
-                         "message": f"Stopped early at step {step}: the validation loss has not improved for "
-                                    f"{settings.patience} checks; the best checkpoint (step {tracker.best_step}) "
-                                    "is kept."})
+            if run.step % run.every == 0 or run.step == run.total_steps:
+                if _check(run, lr):
                     break
-            elif time.perf_counter() - last_report >= 1.0:
-                progress(step, float(np.mean(losses[-10:])), None, None, lr, examples,
-                         time.perf_counter() - loop_started)
                 last_report = time.perf_counter()
-        if cancelled or stopped_early:
+            elif time.perf_counter() - last_report >= 1.0:
+                _progress(run, float(np.mean(run.losses[-10:])), None, None, lr)
+                last_report = time.perf_counter()
+        if run.cancelled or run.stopped_early:
             break
-    train_seconds = time.perf_counter() - loop_started
-    threads.restore()
+    run.train_seconds = time.perf_counter() - run.loop_started
+    run.threads.restore()
 
-    # -- keep the best checkpoint and save it ------------------------------------------------------------
-    if tracker.best_weights:
+
+def _train_step(run: _Run, piece: list[int]) -> float:
+    """One optimizer step on this process's piece of a global batch; returns the learning rate used."""
+    import torch
+
+    train, lengths = run.rows.train, run.rows.train.lengths()
+    lr = learning_rate_at(run.step, run.total_steps, run.settings)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.threads.before_step(run.step)
+    step_started = time.perf_counter()
+    step_tokens = len(train.prefix) + sum(lengths[i] - len(train.prefix) for i in piece)
+    # rows, data tokens and computed tokens of the whole global batch, over all processes
+    rows, data_tokens, computed = _summed([len(piece), sum(lengths[i] for i in piece), step_tokens], run.accelerator)
+    loss = answer_loss(run.model, train.prefix, [train.suffixes[i] for i in piece],
+                       [train.answers[i] for i in piece], run.pad_id, run.device)
+    # gradient sync averages over processes: weight this piece by its share so the result is the mean over
+    # the global batch's rows (pieces differ by a row when the batch does not divide evenly)
+    run.accelerator.backward(loss * (len(piece) * run.world / rows))
+    torch.nn.utils.clip_grad_norm_(run.params, 1.0)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.threads.after_step(time.perf_counter() - step_started, step_tokens)
+    run.step += 1
+    run.examples += rows
+    run.data_tokens += data_tokens
+    run.computed_tokens += computed
+    run.losses.append(float(loss.detach()))
+    return lr
+
+
+def _check(run: _Run, lr: float) -> bool:
+    """A validation check with its progress record; True when early stopping ends the run."""
+    train_loss = float(np.mean(run.losses[-run.every:]))
+    run.model.eval()
+    run.threads.use_choice()
+    val_loss, val_accuracy = _validate(run, run.step, train_loss)
+    run.model.train()
+    _progress(run, train_loss, val_loss, val_accuracy, lr)
+    if not run.tracker.should_stop():
+        return False
+    run.stopped_early = True
+    run.say({"event": "warning", "code": "early_stopping", "time": time.time(),
+             "message": f"Stopped early at step {run.step}: the validation loss has not improved for "
+                        f"{run.settings.patience} checks; the best checkpoint (step {run.tracker.best_step}) "
+                        "is kept."})
+    return True
+
+
+def _validate(run: _Run, step: int, train_loss: float | None) -> tuple[float | None, float | None]:
+    """Every process checks the same validation rows, so they all agree on the best step and on stopping."""
+    if run.rows.val is None:
+        return None, None
+    checked = time.perf_counter()
+    loss, accuracy = validation_metrics(run.core, run.rows.loaded.tokenizer, run.rows.spec, run.rows.val,
+                                        run.pad_id, run.device, run.settings.batch_size)
+    run.validation_seconds += time.perf_counter() - checked
+    run.tracker.update(step, train_loss, loss, accuracy, run.core)
+    warning = run.tracker.overfitting()
+    if warning:
+        run.say({**warning, "time": time.time()})
+    return loss, accuracy
+
+
+def _progress(run: _Run, train_loss: float | None, val_loss: float | None, val_accuracy: float | None,
+              lr: float) -> None:
+    step, total = run.step, run.total_steps
+    seconds = time.perf_counter() - run.loop_started if step else 0.0
+    record = {"event": "progress", "step": step, "total_steps": total,
+              "epoch": round(step / run.steps_per_epoch, 3), "train_loss": _round(train_loss),
+              "val_loss": _round(val_loss), "val_accuracy": _round(val_accuracy), "learning_rate": lr,
+              "examples_per_second": round(run.examples / seconds, 3) if seconds > 0 else None,
+              "percent": round(100 * step / total, 1),
+              "eta_seconds": round(seconds / step * (total - step), 1) if step else None, "time": time.time()}
+    run.history.append(record)
+    run.say(record)
+
+
+# -- keep the best checkpoint and save it -----------------------------------------------------------------
+
+def _keep_best_and_save(run: _Run, output_dir: str | Path | None) -> tuple[Path | None, float]:
+    import torch
+
+    if run.tracker.best_weights:
         with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name in tracker.best_weights:
-                    p.copy_(tracker.best_weights[name])
-    adapter_dir = None
-    adapter_mb = 0.0
-    if not cancelled and output_dir is not None and main:
+            for name, p in run.core.named_parameters():
+                if name in run.tracker.best_weights:
+                    p.copy_(run.tracker.best_weights[name])
+    adapter_dir, adapter_mb = None, 0.0
+    if not run.cancelled and output_dir is not None and run.accelerator.is_main_process:
         adapter_dir = Path(output_dir)
         adapter_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(adapter_dir), safe_serialization=True)
+        run.core.save_pretrained(str(adapter_dir), safe_serialization=True)
         adapter_mb = round(sum((adapter_dir / f).stat().st_size for f in ADAPTER_FILES
                                if (adapter_dir / f).is_file()) / 2**20, 3)
-    accelerator.wait_for_everyone()
-    result = TrainResult(
-        adapter_dir=adapter_dir, settings=settings, prompt=spec, model=model_name, task=splits.task,
-        labels=list(spec.labels), steps=step, total_steps=total_steps, best_step=tracker.best_step,
-        best_val_loss=_round(tracker.best_loss if tracker.checks else None),
-        best_val_accuracy=_round(tracker.best_accuracy), stopped_early=stopped_early, cancelled=cancelled,
-        train_rows=len(splits.train), validation_rows=len(val) if val is not None else 0,
-        train_examples=examples, train_seconds=round(train_seconds, 3),
-        validation_seconds=round(validation_seconds, 3),
-        examples_per_second=round(examples / train_seconds, 3) if train_seconds > 0 else 0.0,
-        data_tokens=data_tokens, computed_tokens=computed_tokens, n_params=n_params, n_trainable=n_trainable,
-        peak_rss_mb=_peak_rss_mb(), adapter_mb=adapter_mb,
-        data_hash=frame_hash(splits.train, splits.validation), history=history, warnings=found,
-        dtype=str(loaded.dtype).replace("torch.", ""), threads=threads.choice)
-    if adapter_dir is not None:
-        FinetuneRun.from_result(result, time.perf_counter() - started).save(adapter_dir)
-    del model, loaded, optimizer
-    return result
+    run.accelerator.wait_for_everyone()
+    return adapter_dir, adapter_mb
 
+
+# -- validation -------------------------------------------------------------------------------------------
 
 def validation_metrics(model: Any, tokenizer: Any, spec: Any, val: Encoded, pad_id: int, device: Any,
                        batch_size: int) -> tuple[float, float | None]:
@@ -296,58 +345,3 @@ class _Loaded:
 
     model: Any
     tokenizer: Any
-
-
-def _accelerator() -> Any:
-    """accelerate's Accelerator: one process here; several under ``accelerate launch``."""
-    from accelerate import Accelerator
-
-    return Accelerator(cpu=not _cuda_available())
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def is_main_process() -> bool:
-    """False in the helper processes of ``accelerate launch`` (they train, but do not log, save or score)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-def _all_agree(flag: bool, accelerator: Any) -> bool:
-    """True if any process says so (a stop request seen by one process stops all of them together)."""
-    if accelerator.num_processes == 1:
-        return flag
-    import torch
-
-    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), reduction="sum") > 0)
-
-
-def _average_gradients(params: list, accelerator: Any) -> None:
-    """Average the adapters' gradients over the processes (one all-reduce of a flat vector)."""
-    import torch
-
-    flat = torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device)
-                      for p in params])
-    flat = accelerator.reduce(flat, reduction="mean")
-    offset = 0
-    for p in params:
-        n = p.numel()
-        if p.grad is not None:
-            p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
-        offset += n
-
-
-def _round(value: float | None, digits: int = 5) -> float | None:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return None
-    return round(float(value), digits)
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-

@@ -24,6 +24,8 @@ def answer_loss(model: Any, prefix: Sequence[int], suffixes: list[list[int]], an
     import torch
     import torch.nn.functional as F
 
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = _Synced(model)         # forward through the wrapper (gradient sync), read the config inside
     inputs = [list(s) + list(a[:-1]) for s, a in zip(suffixes, answers)]
     limit = PACKED_MAX_TOKENS if packed_max_tokens is None else packed_max_tokens
     if len(prefix) + sum(len(x) for x in inputs) <= limit:
@@ -97,3 +99,16 @@ def _padded_logits(model: Any, prefix: list[int], suffixes: list[list[int]], ans
                 cache=cache, use_cache=cache is not None, logits_to_keep=keep.to(device))
     return out.logits
 
+
+
+class _Synced:
+    """A model wrapped for gradient sync, seen as the model: calls go to the wrapper, attributes to the model."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self.wrapped = wrapped
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.wrapped(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped.module, name)

@@ -1,30 +1,82 @@
-"""The run folder a training run leaves: the peft adapter, ``run.json``, the model card; zip and merge."""
+"""What a training run produced (``TrainResult``) and the run folder it leaves: the peft adapter, ``run.json``, the model card; zip and merge."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import sys
 import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ModelLoadError
 from ..settings import known_fields
 from .settings import LoraSettings
-
-if TYPE_CHECKING:
-    from .loop import TrainResult
-
 
 RUN_FILE = "run.json"
 CARD_FILE = "README.md"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 RUN_FORMAT = 1
 
+
+# -- what a training run produced -------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    """What a training run produced and what it cost."""
+
+    adapter_dir: Path | None
+    settings: LoraSettings
+    prompt: Any                        # the PromptSpec trained on (and to score with)
+    model: str
+    task: str
+    labels: list[str]
+    steps: int
+    total_steps: int
+    best_step: int
+    best_val_loss: float | None
+    best_val_accuracy: float | None
+    stopped_early: bool
+    cancelled: bool
+    train_rows: int
+    validation_rows: int
+    train_examples: int                # examples processed (rows × epochs run)
+    train_seconds: float               # the loop incl. validation checks, without loading the model
+    validation_seconds: float          # of which the validation checks
+    examples_per_second: float
+    data_tokens: int                   # tokens of the examples processed (prefix counted per row)
+    computed_tokens: int               # tokens actually run (the shared prefix once per batch)
+    n_params: int
+    n_trainable: int
+    peak_rss_mb: float
+    adapter_mb: float
+    data_hash: str
+    history: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
+    dtype: str = ""
+    threads: int = 0                   # CPU threads the loop settled on (see ThreadChooser)
+    world_size: int = 1                # training processes (accelerate launch / torchrun)
+    device: str = "cpu"                # where the model trained: cpu, cuda, ...
+
+    def training_summary(self) -> dict:
+        keys = ("steps", "total_steps", "best_step", "best_val_loss", "best_val_accuracy", "stopped_early",
+                "cancelled", "train_rows", "validation_rows", "train_examples", "train_seconds", "validation_seconds",
+                "examples_per_second", "data_tokens", "computed_tokens", "n_params", "n_trainable",
+                "peak_rss_mb", "adapter_mb", "dtype", "threads", "world_size", "device")
+        return {k: getattr(self, k) for k in keys}
+
+
+def _round(value: float | None, digits: int = 5) -> float | None:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return round(float(value), digits)
+
+
+# -- the run folder ---------------------------------------------------------------------------------------
 
 @dataclass
 class FinetuneRun:
