@@ -371,7 +371,8 @@ def finetune(train_path: str, test_path: str, validation_path: str | None, max_t
     prompt = _prompt_spec(prompt_path, instruction, splits)
     if estimate_only:
         found = estimate(settings, splits, model, prompt=prompt)
-        emit({**found.to_dict(), "seconds": round(time.perf_counter() - started, 2)}, as_json,
+        emit({**found.to_dict(), "estimate": found.summary(), "seconds": round(time.perf_counter() - started, 2)},
+             as_json,
              lambda r: "\n".join(r["messages"]))
         return
     if background:

@@ -312,6 +312,69 @@ def context_length_of(name: str = BUNDLED) -> int:
     return int(getattr(AutoConfig.from_pretrained(where), "max_position_embeddings", 2048))
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model needs, read from its config without loading its weights."""
+
+    name: str
+    parameters: int
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    vocab: int
+    context_length: int
+    file_mb: float          # its weights on disk (read, memory-mapped, while loading); 0 when not local
+
+    def weights_mb(self, dtype_bytes: int = 2) -> float:
+        """Memory its weights take in a dtype of ``dtype_bytes`` bytes per parameter."""
+        return self.parameters * dtype_bytes / 2**20
+
+    def describe(self) -> str:
+        return (f"{self.parameters / 1e6:,.0f}M parameters, {self.layers} layers, context {self.context_length:,} "
+                f"tokens, {self.weights_mb(2) / 1024:.1f} GB of weights in 16-bit")
+
+
+def model_facts(name: str = BUNDLED) -> ModelFacts:
+    """Parameters, layers, hidden size and context length from the config alone (no weights are loaded):
+    the model is built on accelerate's empty (meta) weights and its parameters counted. Cached per process."""
+    key = (str(name), "facts")
+    with _lock:
+        if key in _cache:
+            return _cache[key]  # type: ignore[return-value]
+    facts = _model_facts(name)
+    with _lock:
+        _cache[key] = facts  # type: ignore[assignment]
+    return facts
+
+
+def _model_facts(name: str) -> ModelFacts:
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    where = resolve(name)
+    try:
+        config = AutoConfig.from_pretrained(where, trust_remote_code=False)
+        with init_empty_weights():
+            empty = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+        empty.tie_weights()  # shared input/output embeddings count once, as in the loaded model (outside the
+        # empty-weights context: inside it the tie silently does not happen for some configs)
+    except Exception as error:  # noqa: BLE001 - any failure is "this model's config cannot be read"
+        raise ModelLoadError(f"The configuration of '{name}' could not be read ({_first_line(error)}).",
+                             "Check the name or folder; hub ids need internet access.") from error
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "n_embd", 0) or 0)
+    folder = Path(str(where))
+    file_mb = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**20 if folder.is_dir() else 0.0
+    return ModelFacts(
+        name=str(name), parameters=sum(p.numel() for p in empty.parameters()),
+        layers=int(getattr(text, "num_hidden_layers", 0) or getattr(text, "n_layer", 0) or 0), hidden=hidden,
+        intermediate=int(getattr(text, "intermediate_size", 0) or 4 * hidden),
+        heads=int(getattr(text, "num_attention_heads", 0) or getattr(text, "n_head", 0) or 0),
+        vocab=int(getattr(text, "vocab_size", 0) or 0),
+        context_length=int(getattr(text, "max_position_embeddings", 0) or 2048), file_mb=round(file_mb, 1))
+
+
 def token_counter(name: str = BUNDLED):
     """A function that returns the number of tokens of each text.
 

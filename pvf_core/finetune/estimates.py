@@ -44,12 +44,37 @@ class Estimate:
     fits: bool
     calibrated: bool                   # measured on this machine, or a rough rule
     messages: list[str] = field(default_factory=list)
+    device: str = "cpu"                # where it would train
+    model: dict = field(default_factory=dict)   # the model's size, read from its config (models.ModelFacts)
+    calibration_seconds: float = 0.0   # how long measuring (the calibration) would take; 0 once it has run
+
+    @property
+    def rough(self) -> bool:
+        """True before a calibration: the numbers come from the model's size and rules of thumb."""
+        return not self.calibrated
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "rough": self.rough}
+
+    def summary(self) -> dict:
+        """The contract's ``estimate`` object: ``{seconds, peak_mb, rough}``."""
+        return {"seconds": self.total_seconds, "peak_mb": self.peak_mb, "rough": self.rough}
 
 
 ROUGH_FLOPS = 60e9  # effective training FLOP/s assumed before a calibration ran (2 busy CPU cores)
+ROUGH_GPU_FLOPS = 20e12  # the same on a GPU: a fraction of its peak, as small LoRA batches use it
+# Rough memory, before a calibration (CPU: resident memory; GPU: GPU memory), from the model's config:
+#   load:  base + the weights file (memory-mapped while read) + the weights in the training dtype
+#   train: base + weights + activations of the widest batch (tokens x layers x (10 hidden + 4 intermediate)
+#          values, times ACTIVATION_FACTOR), plus the dense attention of the widest packed batch
+# and the larger of the two, times the same heap margin as a calibration (CALIBRATION_MEMORY_MARGIN).
+# Measured here for the bundled model (bf16, 2 threads): imports 501 MB; loaded 1322 MB (fp32 file 513 MB +
+# bf16 weights 257 MB); a step of 8 rows x 100 tokens + 31 peaked 914 MB above base + weights, 1.54x the rule.
+ROUGH_BASE_MB = {"cpu": 500.0, "cuda": 600.0}   # Python, torch, transformers imported / the CUDA context
+ACTIVATION_FACTOR = 1.5
+ROUGH_LOAD_MB_PER_S = 200.0   # reading the weights file while loading (plus ROUGH_LOAD_FIXED_S)
+ROUGH_LOAD_FIXED_S = 2.0
+CALIBRATION_START_S = 12.0    # a new Python process importing torch, transformers and peft (2 busy cores)
 # The calibration process holds less than a real run (the data, the validation scorer's batches, the saved
 # checkpoint), and a real run's heap grows over hundreds of steps of varied shapes: glibc keeps what was
 # freed (sampled RSS climbs steadily through an epoch; forcing large blocks back to the OS halved the speed).
@@ -66,12 +91,16 @@ def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled"
     """Time and peak memory of ``train_lora`` + the test evaluation, from token counts and a calibration.
 
     The calibration runs a few training steps of this run's batch shapes in a separate process on this
-    machine (≈10-20 s, cached per shape in the workspace); ``calibrate=False`` uses a cached one or a rough
-    rule. ``fits`` is false when the peak would exceed the memory available now.
+    machine (its own duration is estimated in ``calibration_seconds``; cached per model, device and shape in
+    the workspace); ``calibrate=False`` uses a cached one or a rough rule scaled to the model's size (read
+    from its config) and the device. ``fits`` is false when the peak would exceed the memory available now.
     """
-    from ..models import load_tokenizer
+    from ..models import device as model_device
+    from ..models import load_tokenizer, model_facts
 
     tokenizer = load_tokenizer(model_name)
+    facts = model_facts(model_name)
+    where = model_device()
     spec = prompt if prompt is not None else default_prompt(splits)
     train, _ = encode(splits.train, spec, tokenizer, settings.max_length)
     test = splits.test.head(test_rows) if test_rows else splits.test
@@ -79,6 +108,7 @@ def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled"
         raise DataError("There are no training rows to fine-tune on.")
     plan = _plan(train, settings)
     cached = _calibration(model_name, settings, plan, run=calibrate)
+    rough = _rough(facts, plan, where)
     n_val = min(len(splits.validation), settings.validation_rows)
     checks = plan["steps"] // eval_interval(settings, plan["steps_per_epoch"]) + 1
     if cached:
@@ -87,10 +117,9 @@ def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled"
         forward = cached["forward_token_seconds"]
         load_seconds, peak_mb = cached["load_seconds"], cached["peak_mb"] * CALIBRATION_MEMORY_MARGIN
     else:
-        flops = 6 * 135e6
-        steps_seconds = plan["computed_tokens"] * flops / ROUGH_FLOPS
-        forward = flops / 3 / ROUGH_FLOPS
-        load_seconds, peak_mb = 5.0, 2500.0
+        steps_seconds = plan["computed_tokens"] * rough["token_seconds"]
+        forward = rough["token_seconds"] / 3
+        load_seconds, peak_mb = rough["load_seconds"], rough["peak_mb"]
     mean_suffix = float(np.mean([len(s) + len(a) for s, a in zip(train.suffixes, train.answers)]))
     # validation checks run inside the training loop (and count in its time, as in TrainResult.train_seconds);
     # scoring the test rows loads the base model again and reads each row once per label or so
@@ -107,13 +136,47 @@ def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled"
                         f"{available / 1024:.1f} GB are free. Lower the batch size or the max length, or close "
                         "other programs.")
     if not cached:
-        messages.append("A rough guess: no calibration has run on this machine yet.")
+        messages.append(f"A rough guess from the model's size ({facts.describe()}): no calibration has run "
+                        f"for this model on this machine yet; measuring takes about {_duration(rough['calibration_seconds'])}.")
     return Estimate(train_rows=len(train), validation_rows=n_val, test_rows=len(test), steps=plan["steps"],
                     checks=checks, tokens_per_example=round(float(np.mean(train.lengths())), 1),
                     computed_tokens=plan["computed_tokens"], load_seconds=round(load_seconds, 1),
                     train_seconds=round(train_seconds, 1), eval_seconds=round(eval_seconds, 1),
                     total_seconds=round(total, 1), peak_mb=round(peak_mb, 1), available_mb=round(available, 1),
-                    fits=fits, calibrated=bool(cached), messages=messages)
+                    fits=fits, calibrated=bool(cached), messages=messages, device=where,
+                    model=dataclasses.asdict(facts),
+                    calibration_seconds=0.0 if cached else round(rough["calibration_seconds"], 1))
+
+
+def _rough(facts: Any, plan: dict, where: str) -> dict:
+    """Step time per token, load time, peak memory and the calibration's own duration, from the model's size."""
+    dtype_bytes = 2 if str(train_dtype()) in ("torch.bfloat16", "torch.float16") else 4
+    flops = ROUGH_GPU_FLOPS if where == "cuda" else ROUGH_FLOPS
+    token_seconds = 6 * facts.parameters / flops     # forward + backward: about 6 FLOPs per parameter per token
+    weights = facts.weights_mb(dtype_bytes)
+    file_mb = facts.file_mb or facts.weights_mb(2)   # a hub model is usually stored in 16-bit
+    load_seconds = ROUGH_LOAD_FIXED_S + file_mb / ROUGH_LOAD_MB_PER_S
+
+    def activations(rows: int, width: int) -> float:
+        tokens = rows * width + plan["prefix"]
+        values = tokens * facts.layers * (10 * facts.hidden + 4 * facts.intermediate)
+        return values * dtype_bytes * ACTIVATION_FACTOR / 2**20
+
+    packed = plan.get("widest_packed")
+    attention = 0.0
+    if packed:
+        tokens = packed[0] * packed[1] + plan["prefix"]
+        attention = facts.layers * facts.heads * tokens**2 * dtype_bytes / 2**20
+    base = ROUGH_BASE_MB.get(where, ROUGH_BASE_MB["cpu"])
+    load_mb = base + (0.0 if where == "cuda" else file_mb) + weights
+    train_mb = base + weights + max(activations(*plan["widest"]), attention + (activations(*packed) if packed else 0))
+    # what _calibrate_here runs: a warm-up and 2 median steps on all threads, 2 on one thread (about twice as
+    # long on 2 cores: counted as 4), the widest batch, the widest packed one
+    shapes = [plan["median"]] * 7 + [plan["widest"]] + ([packed] if packed else [])
+    steps = sum((rows * width + plan["prefix"]) * token_seconds for rows, width in shapes)
+    return {"token_seconds": token_seconds, "load_seconds": load_seconds,
+            "peak_mb": max(load_mb, train_mb) * CALIBRATION_MEMORY_MARGIN,
+            "calibration_seconds": CALIBRATION_START_S + load_seconds + steps}
 
 
 def _plan(train: Encoded, settings: LoraSettings) -> dict:
@@ -135,7 +198,9 @@ def _calibration(model_name: str, settings: LoraSettings, plan: dict, run: bool)
     """Measured step time and peak memory for these shapes: from the workspace cache, or measured now."""
     from ..store import workspace_dir
 
-    key = {"model": str(model_name), "dtype": str(train_dtype()), "rank": settings.rank,
+    from ..models import device as model_device
+
+    key = {"model": str(model_name), "device": model_device(), "dtype": str(train_dtype()), "rank": settings.rank,
            "eager": settings.max_length <= EAGER_ATTENTION_MAX_LENGTH and not _cuda_available(),
            "targets": settings.target_modules, "prefix": plan["prefix"], "answer": plan["answer"],
            "median": list(plan["median"]), "widest": list(plan["widest"]),
