@@ -436,7 +436,8 @@ def _finetune_as_job(splits: Any, settings: Any, prompt: Any, *, model: str, run
 
     return _as_job("finetune", f"LoRA r={settings.rank} (command line)", settings.to_dict(), run_id, output, body,
                    timing_keys=("seconds", "train_seconds", "train_examples_per_second", "ms_per_example",
-                                "peak_rss_mb"))
+                                "peak_rss_mb", "predicted_seconds", "predicted_peak_mb", "predicted_rough",
+                                "world_size", "device"))
 
 
 def _as_job(kind: str, name: str, settings: dict, run_id: int | None, output: str | None,
@@ -505,6 +506,7 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
         elif event.get("event") == "progress" and (event.get("val_loss") is not None or event["step"] % 20 == 0):
             progress(_progress_line(event))
 
+    predicted = _predicted(settings, splits, model, prompt)
     trained = train_lora(settings, splits, model_name=model, output_dir=folder, on_progress=on_progress,
                          should_stop=log.should_stop, prompt=prompt)
     if trained.cancelled:
@@ -526,7 +528,21 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
             "train_examples_per_second": trained.examples_per_second, "adapter_dir": str(trained.adapter_dir),
             "adapter_mb": trained.adapter_mb, "status": "done", "training": trained.training_summary(),
             "world_size": trained.world_size, "device": trained.device,
-            "settings": settings.to_dict(), "warnings": trained.warnings, "calibration": scored.calibration}
+            "settings": settings.to_dict(), "warnings": trained.warnings, "calibration": scored.calibration,
+            **predicted}
+
+
+def _predicted(settings: Any, splits: Any, model: str, prompt: Any) -> dict[str, Any]:
+    """The estimate as it stood before the run (a cached calibration or the rough rule), kept in the run's
+    timings beside what the run took, so its details can show predicted against actual."""
+    from .finetune import estimate
+
+    try:
+        found = estimate(settings, splits, model, prompt=prompt, calibrate=False)
+    except PvfError:
+        return {}
+    return {"predicted_seconds": found.total_seconds, "predicted_peak_mb": found.peak_mb,
+            "predicted_rough": found.rough}
 
 
 def _use_threads(count: int) -> None:

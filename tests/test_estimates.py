@@ -91,3 +91,21 @@ def test_calibrations_are_kept_per_model_and_device(tiny_model_dir, workspace, m
     found = finetune.estimate(preset_settings("quick"), splits(), str(tiny_model_dir))
     assert found.calibrated and not found.rough and found.calibration_seconds == 0
     assert keys[0]["model"] == str(tiny_model_dir) and keys[0]["device"] == "cpu"
+
+
+def test_a_run_keeps_its_prediction_beside_what_it_took(tiny_learner_dir, toy_csvs, workspace, one_thread):
+    from click.testing import CliRunner
+
+    from pvf_core.cli import cli
+    from pvf_core.store import Store
+
+    train, test = toy_csvs
+    done = CliRunner().invoke(cli, ["finetune", "--train", str(train), "--test", str(test), "--model",
+                                    str(tiny_learner_dir), "--limit", "8", "--max-train", "40", "--epochs", "1",
+                                    "--json"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["world_size"] == 1 and result["device"] == "cpu"
+    timings = Store().get_run(result["run_id"]).timings
+    assert timings["predicted_seconds"] > 0 and timings["predicted_peak_mb"] > 0 and timings["predicted_rough"]
+    assert timings["seconds"] == result["seconds"] and timings["world_size"] == 1
