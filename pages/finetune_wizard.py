@@ -6,7 +6,7 @@ A run is a background job (``pvf_core.jobs``): it survives reloads and closed ta
 
 import streamlit as st
 
-from pvf_core import demo, jobs, models
+from pvf_core import demo, jobs
 from pvf_core.data import plural
 from pvf_core.errors import PvfError
 from pvf_core.finetune import (DEFAULT_PRESET, PRESETS, LoraSettings, cap_rows, estimate, finetune_warnings,
@@ -25,7 +25,7 @@ st.title("Fine-tuning wizard")
 dataset = require_dataset()
 store = Store()
 limits = demo.limits()
-model = models.default_model()
+model = state.selected_model()
 
 
 def pick_preset(name: str) -> None:

@@ -9,7 +9,7 @@ from pvf_core.errors import PvfError
 from pvf_core.report import label_distribution_figure
 from pvf_core.samples import SAMPLE_NAME, sample_csv_bytes
 from pvf_core.store import Store
-from ui import resources, state
+from ui import model_picker, resources, state
 
 SOURCES = ["Sample: support tickets", "Upload a CSV", "A dataset you used before"]
 LEVEL_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
@@ -29,6 +29,8 @@ st.table({
                        "Short input: the model already knows the task",
                        "You have hundreds of rows, a specialised task, or many answers to produce"],
 })
+
+model_picker.show()
 
 st.header("1. Your data")
 source = st.radio("Where is your data?", SOURCES, horizontal=True, key="home_source")
@@ -132,7 +134,7 @@ try:
 except PvfError as error:
     stop_with(error, "This data cannot be used yet.")
 try:
-    count_tokens, context = resources.token_counter()
+    count_tokens, context = resources.token_counter(state.selected_model())
 except PvfError as error:
     st.warning(f"Token lengths not checked: {error}")
     count_tokens, context = None, None

@@ -120,6 +120,20 @@ def device() -> str:
     return placement()[0]
 
 
+def available_mb() -> float:
+    """Memory free for a new process now (GPU memory on a CUDA machine), in megabytes."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0] / 2**20
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available / 2**20
+    except ImportError:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) / 2**20
+
+
 def model_cache_dir() -> Path:
     """Where converted models live: ``$PVF_MODEL_CACHE`` or ``$PVF_HOME/models``."""
     override = os.environ.get("PVF_MODEL_CACHE")

@@ -286,16 +286,9 @@ def _calibrate_here(key: dict) -> dict:
 
 def _available_mb() -> float:
     """Memory free for a new process now (GPU memory on a CUDA machine)."""
-    if _cuda_available():
-        import torch
+    from ..models import available_mb
 
-        return torch.cuda.mem_get_info()[0] / 2**20
-    try:
-        import psutil
-
-        return psutil.virtual_memory().available / 2**20
-    except ImportError:
-        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) / 2**20
+    return available_mb()
 
 
 def _duration(seconds: float) -> str:

@@ -1,0 +1,67 @@
+"""Home's model choice (AppTest): bundled, hub (offline here: explained), a local folder; refused when too big."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from apptest_support import run, texts
+from conftest import ROOT
+
+TIMEOUT = 120
+
+
+@pytest.fixture
+def app(monkeypatch) -> AppTest:
+    monkeypatch.chdir(ROOT)
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def choose(at: AppTest, source: str) -> AppTest:
+    run(at.toggle(key="model_choose").set_value(True))
+    return run(at.radio(key="model_source").set_value(source))
+
+
+def test_the_bundled_model_is_shown_with_its_size_before_loading(app):
+    at = run(app)
+    assert not at.toggle(key="model_choose").value  # Home reads no model config until asked
+    assert "Parameters" not in metrics(at)
+    at = run(at.toggle(key="model_choose").set_value(True))
+    found = metrics(at)
+    assert found["Parameters"] == "135M" and found["Context length"] == "8,192 tokens"
+    assert float(found["Memory to run it"].split()[0]) > 0.5
+    assert any("The pages use SmolLM2-135M-Instruct" in s for s in texts(at.success))
+
+
+def test_offline_the_hub_option_says_why(app, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = choose(run(app), "Hugging Face hub")
+    assert any("Hub models are unavailable" in i and "offline" in i for i in texts(at.info))
+    assert not any(b.key == "model_use" for b in at.button)
+    assert "Parameters" not in metrics(at)
+
+
+def test_a_local_folder_is_checked_then_used_by_the_pages(app, tiny_model_dir):
+    at = choose(run(app), "A folder on this machine")
+    assert any("Type the path" in i for i in texts(at.info))
+    at = run(at.text_input(key="model_folder").set_value(str(tiny_model_dir)))
+    assert metrics(at)["Context length"] == "1,024 tokens"
+    at = run(at.button(key="model_use").click())
+    assert at.session_state["model_name"] == str(tiny_model_dir)
+    assert at.query_params.get("model") == str(tiny_model_dir)
+    assert any("Model: **" + str(tiny_model_dir) in e.label for e in at.expander)
+
+
+def test_a_model_that_will_not_fit_is_refused_with_the_reason(app, tiny_model_dir, monkeypatch):
+    import pvf_core.model_choice as model_choice
+
+    monkeypatch.setattr(model_choice, "available_mb", lambda: 300.0)
+    at = choose(run(app), "A folder on this machine")
+    at = run(at.text_input(key="model_folder").set_value(str(tiny_model_dir)))
+    refusal = [e for e in texts(at.error) if "will not fit" in e]
+    assert refusal and "GB are free on this machine" in refusal[0]
+    assert not any(b.key == "model_use" for b in at.button)
