@@ -36,6 +36,10 @@ def show(comparison: Comparison, folder: Path) -> None:
 
     figures = comparison_figures(comparison)
     st.subheader("Scores, speed and cost on the same test rows")
+    models = sorted({base_model(r.model) for r in comparison.results})
+    if len(models) > 1:
+        st.info(f"These arms use different models ({', '.join(models)}): a difference in scores is also a "
+                "difference in model size and cost, not only in prompting or fine-tuning.")
     st.dataframe(_readable_table(comparison), hide_index=True)
     st.plotly_chart(figures["quality"], key="cmp_quality")
     st.subheader("Is the difference real?")
@@ -73,6 +77,9 @@ def _readable_table(comparison: Comparison) -> pd.DataFrame:
     metric = "accuracy" if comparison.task == "classification" else "chrf"
     scale = 100 if metric == "accuracy" else 1
     out = pd.DataFrame({"arm": table["arm"], "kind": table["kind"]})
+    bases = [base_model(r.model) for r in comparison.results]
+    if len(set(bases)) > 1:  # arms of different models may be compared: say which model each one used
+        out.insert(2, "model", bases)
     out[metric] = [f"{v * scale:.1f} ({lo * 100:.1f}–{hi * 100:.1f})" if lo is not None else f"{v * scale:.1f}"
                    for v, lo, hi in zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
     second = "macro_f1" if metric == "accuracy" else "exact_match"
@@ -100,3 +107,8 @@ def _exports(comparison: Comparison, folder: Path) -> None:
                            on_click="ignore")
     right.download_button("Everything (JSON)", export("json"), "pvf-comparison.json", "application/json",
                           key="cmp_dl_json", on_click="ignore")
+
+
+def base_model(model: str) -> str:
+    """The base model an arm used (its label without the adapter suffix)."""
+    return (model or "?").removesuffix(" + adapter")

@@ -65,3 +65,29 @@ def test_a_model_that_will_not_fit_is_refused_with_the_reason(app, tiny_model_di
     refusal = [e for e in texts(at.error) if "will not fit" in e]
     assert refusal and "GB are free on this machine" in refusal[0]
     assert not any(b.key == "model_use" for b in at.button)
+
+
+def test_a_comparison_of_arms_of_different_models_is_labelled():
+    import dataclasses
+
+    from pvf_core import compare as c
+    from pvf_core.evaluate import EvalResult
+    from pvf_core.metrics import classification_metrics
+    from ui.comparison_view import _readable_table
+
+    refs = ["pos", "neg"] * 20
+
+    def result(arm, predictions, model):
+        return EvalResult(arm=arm, task="classification", n_test=len(refs), metrics=classification_metrics(
+            refs, predictions, ["neg", "pos"]), texts=[f"row {i}" for i in range(len(refs))], references=refs,
+            predictions=predictions, label_scores=None, ms_per_example=10.0, latencies_ms=[10.0] * len(refs),
+            prompt_tokens_per_row=50.0, peak_rss_mb=600.0, seconds=1.0, calibration="none", model=model)
+
+    small = result("zero-shot", ["pos"] * 40, "SmolLM2-135M-Instruct (bundled, runs offline)")
+    large = result("LoRA", refs, "HuggingFaceTB/SmolLM2-360M-Instruct + adapter")
+    comparison = c.build_comparison([small, large], [c.ArmInfo("zero-shot", "prompt"), c.ArmInfo("LoRA", "finetune")],
+                                    task="classification", labels=["neg", "pos"])
+    table = _readable_table(comparison)
+    assert list(table["model"]) == ["SmolLM2-135M-Instruct (bundled, runs offline)", "HuggingFaceTB/SmolLM2-360M-Instruct"]
+    same = dataclasses.replace(comparison, results=[small, dataclasses.replace(large, model=small.model + " + adapter")])
+    assert "model" not in _readable_table(same).columns
