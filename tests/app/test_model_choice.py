@@ -1,4 +1,4 @@
-"""Home's model choice (AppTest): bundled, hub (offline here: explained), a local folder; refused when too big."""
+"""Home's model choice and hub datasets (AppTest): bundled, hub (offline here: explained), a local folder; refused when too big."""
 
 from __future__ import annotations
 
@@ -91,3 +91,30 @@ def test_a_comparison_of_arms_of_different_models_is_labelled():
     assert list(table["model"]) == ["SmolLM2-135M-Instruct (bundled, runs offline)", "HuggingFaceTB/SmolLM2-360M-Instruct"]
     same = dataclasses.replace(comparison, results=[small, dataclasses.replace(large, model=small.model + " + adapter")])
     assert "model" not in _readable_table(same).columns
+
+
+def test_offline_a_hub_dataset_says_why(app, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = run(run(app).radio(key="home_source").set_value("A Hugging Face hub dataset"))
+    assert any("Hub datasets are unavailable" in i for i in texts(at.info))
+
+
+def test_a_hub_dataset_gets_the_same_mapping_and_health_check(app, monkeypatch, tmp_path):
+    import datasets
+
+    import pvf_core.model_choice as model_choice
+
+    monkeypatch.setattr(model_choice, "hub_status", lambda: (True, ""))  # reachable, as on a hosted deployment
+    texts_ = [f"The film number {i} was {'great' if i % 2 else 'boring'}" for i in range(120)]
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_dict({"sentence": texts_, "label": [i % 2 for i in range(120)]},
+                               features=features).save_to_disk(str(folder))
+    at = run(run(app).radio(key="home_source").set_value("A Hugging Face hub dataset"))
+    assert any("Type a dataset id" in i for i in texts(at.info))
+    at = run(at.text_input(key="home_hub_id").set_value(str(folder)))
+    assert {m.label: m.value for m in at.metric}["Rows"] == "120"
+    assert next(r for r in at.radio if r.label == "Task").value == "classification"
+    run(at.button(key="home_use").click())
+    assert any(s.startswith("Selected: **") for s in texts(at.success))
