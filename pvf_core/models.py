@@ -112,7 +112,8 @@ def attention_mask_for(model: Any, allowed: Any) -> Any:
     if model.config._attn_implementation == "sdpa":
         return allowed
     dtype = model.get_input_embeddings().weight.dtype
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    additive = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return additive.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def device() -> str:

@@ -26,7 +26,8 @@ OURS = os.sep + "pvf_core" + os.sep
 FACTORIES = {torch.tensor, torch.as_tensor, torch.zeros, torch.ones, torch.full, torch.empty, torch.arange,
              torch.from_numpy, torch.randint, torch.rand, torch.randn, torch.eye, torch.linspace}
 # what torch itself allows across devices: copying into a tensor, indexing a GPU tensor with CPU indices
-NEUTRAL = {"__setitem__", "__getitem__", "copy_", "__get__", "__set__", "numpy", "tolist", "item", "size", "dim", "numel",
+NEUTRAL = {"__setitem__", "__getitem__", "copy_", "__get__", "__set__", "numpy", "tolist", "item", "size", "dim",
+           "numel",
            "__len__", "__repr__", "__format__", "__bool__", "__index__", "__int__", "__float__", "data_ptr"}
 TAG = "_pvf_device_tag"
 
@@ -85,7 +86,8 @@ class DeviceCheck(TorchFunctionMode):
         if name == "cpu":
             _mark(out, ("host", ""))
             return out
-        if name == "to" and any(isinstance(a, (torch.device, str, torch.Tensor)) for a in (*args[1:], *kwargs.values())):
+        targets = (*args[1:], *kwargs.values())
+        if name == "to" and any(isinstance(a, (torch.device, str, torch.Tensor)) for a in targets):
             _mark(out, None)  # moved to a device: placed
             return out
         stray = [t for t in inputs if (_tag(t) or ("",))[0] == "stray"]

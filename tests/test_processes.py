@@ -74,7 +74,8 @@ def test_two_processes_learn_the_adapter_one_process_learns_on_the_same_global_b
     assert one.steps == two["steps"] > 1 and one.train_examples == two["train_examples"] == len(splits.train)
     assert one.best_step == two["best_step"] == one.steps  # both kept their trained weights
 
-    a, b = load_file(tmp_path / "one" / "adapter_model.safetensors"), load_file(tmp_path / "two" / "adapter_model.safetensors")
+    a = load_file(tmp_path / "one" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and a
     biggest = max(float(t.abs().max()) for t in a.values())
     difference = max(float((a[k] - b[k]).abs().max()) for k in a)

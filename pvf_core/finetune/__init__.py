@@ -48,7 +48,8 @@ from .estimates import (CALIBRATION_MAX_AGE_S, CALIBRATION_MEMORY_MARGIN, ROUGH_
                         _calibrate_here, _calibration, _duration, _plan, estimate)
 from .lora import EAGER_ATTENTION_MAX_LENGTH, _set_attention, add_lora, train_dtype
 from .loop import Progress, _Loaded, train_lora, validation_metrics
-from .processes import GlobalBatches, _accelerator, _all_agree, _cuda_available, _peak_rss_mb, data_loader, is_main_process
+from .processes import (GlobalBatches, _accelerator, _all_agree, _cuda_available, _peak_rss_mb, data_loader,
+                        is_main_process)
 from .loss import PACKED_MAX_TOKENS, _packed_logits, _padded_logits, answer_loss
 from .run import (ADAPTER_FILES, CARD_FILE, RUN_FILE, RUN_FORMAT, FinetuneRun, TrainResult, _round, _settings_table,
                   _versions, merge_run, model_card, zip_run)
@@ -62,8 +63,9 @@ __all__ = [
     "ADAPTER_FILES", "CALIBRATION_MAX_AGE_S", "CALIBRATION_MEMORY_MARGIN", "CARD_FILE", "DEFAULT_PRESET",
     "EAGER_ATTENTION_MAX_LENGTH", "MIN_TRAIN_PER_LABEL", "MIN_TRAIN_ROWS", "MIN_VALIDATION_ROWS",
     "PACKED_MAX_TOKENS", "PRESETS", "RELEVANT_HEALTH", "ROUGH_FLOPS", "RUN_FILE", "RUN_FORMAT", "TARGET_CHOICES",
-    "Encoded", "Estimate", "GlobalBatches", "FinetuneRun", "LoraSettings", "Preset", "Progress", "ThreadChooser", "TrainResult",
-    "add_lora", "answer_loss", "cap_rows", "common_prefix_length", "data_loader", "default_prompt", "encode", "estimate",
+    "Encoded", "Estimate", "FinetuneRun", "GlobalBatches", "LoraSettings", "Preset", "Progress", "ThreadChooser",
+    "TrainResult", "add_lora", "answer_loss", "cap_rows", "common_prefix_length", "data_loader", "default_prompt",
+    "encode", "estimate",
     "eval_interval", "finetune_warnings", "frame_hash", "is_main_process", "learning_rate_at",
     "length_grouped_batches", "merge_run", "model_card", "preset_settings", "result_warnings", "train_dtype",
     "train_lora", "validation_metrics", "zip_run",

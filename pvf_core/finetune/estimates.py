@@ -137,7 +137,8 @@ def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled"
                         "other programs.")
     if not cached:
         messages.append(f"A rough guess from the model's size ({facts.describe()}): no calibration has run "
-                        f"for this model on this machine yet; measuring takes about {_duration(rough['calibration_seconds'])}.")
+                        "for this model on this machine yet; measuring takes about "
+                        f"{_duration(rough['calibration_seconds'])}.")
     return Estimate(train_rows=len(train), validation_rows=n_val, test_rows=len(test), steps=plan["steps"],
                     checks=checks, tokens_per_example=round(float(np.mean(train.lengths())), 1),
                     computed_tokens=plan["computed_tokens"], load_seconds=round(load_seconds, 1),

@@ -1,4 +1,5 @@
-"""What a training run produced (``TrainResult``) and the run folder it leaves: the peft adapter, ``run.json``, the model card; zip and merge."""
+"""What a training run produced (``TrainResult``) and the run folder it leaves: the peft adapter, ``run.json``,
+the model card; zip and merge."""
 
 from __future__ import annotations
 
