@@ -109,3 +109,18 @@ def test_a_run_keeps_its_prediction_beside_what_it_took(tiny_learner_dir, toy_cs
     timings = Store().get_run(result["run_id"]).timings
     assert timings["predicted_seconds"] > 0 and timings["predicted_peak_mb"] > 0 and timings["predicted_rough"]
     assert timings["seconds"] == result["seconds"] and timings["world_size"] == 1
+
+
+def test_the_run_details_show_predicted_against_actual():
+    from streamlit.testing.v1 import AppTest
+
+    def page():
+        from ui.finetune_result import _predicted_against_actual
+
+        _predicted_against_actual({"predicted_seconds": 120.0, "predicted_peak_mb": 2048.0, "predicted_rough": True,
+                                   "seconds": 150.0, "peak_rss_mb": 2560.0})
+        _predicted_against_actual({"seconds": 150.0})  # runs from before predictions were kept: nothing
+
+    at = AppTest.from_function(page).run()
+    assert [c.value for c in at.caption] == [
+        "Predicted (rough guess) against actual: 120 s against 150 s; peak memory 2.0 GB against 2.5 GB."]

@@ -92,6 +92,9 @@ def _predicted_against_actual(timings: dict) -> None:
     if not timings.get("predicted_seconds") or not timings.get("seconds"):
         return
     kind = "rough guess" if timings.get("predicted_rough") else "measured estimate"
-    st.caption(f"Predicted ({kind}) against actual: {duration(timings['predicted_seconds'])} against "
-               f"{duration(timings['seconds'])}; peak memory {timings.get('predicted_peak_mb', 0) / 1024:.1f} GB "
+    def took(seconds: float) -> str:
+        return f"{seconds:,.0f} s" if seconds < 600 else duration(seconds)
+
+    st.caption(f"Predicted ({kind}) against actual: {took(timings['predicted_seconds'])} against "
+               f"{took(timings['seconds'])}; peak memory {timings.get('predicted_peak_mb', 0) / 1024:.1f} GB "
                f"against {timings.get('peak_rss_mb', 0) / 1024:.1f} GB.")
