@@ -47,6 +47,7 @@ def splits() -> Splits:
                   task="classification")
 
 
+@pytest.mark.slow  # the bundled model's config and tokenizer, a 362M model written to disk
 def test_config_facts_without_loading_weights(model_360m):
     facts = model_facts(str(model_360m))
     assert 355e6 < facts.parameters < 370e6
@@ -56,6 +57,7 @@ def test_config_facts_without_loading_weights(model_360m):
     assert bundled.parameters == 134_515_008 and bundled.layers == 30
 
 
+@pytest.mark.slow  # the bundled model's config and tokenizer, a 362M model written to disk
 def test_a_360m_model_is_estimated_at_least_twice_the_bundled_one(model_360m, workspace, monkeypatch):
     monkeypatch.setattr(finetune, "_available_mb", lambda: 64_000.0)
     settings = preset_settings("quick")
@@ -72,6 +74,7 @@ def test_a_360m_model_is_estimated_at_least_twice_the_bundled_one(model_360m, wo
     assert large.summary() == {"seconds": large.total_seconds, "peak_mb": large.peak_mb, "rough": True}
 
 
+@pytest.mark.slow  # the bundled model's config and tokenizer, a 362M model written to disk
 def test_a_model_that_does_not_fit_is_said_so(model_360m, workspace, monkeypatch):
     monkeypatch.setattr(finetune, "_available_mb", lambda: 2_000.0)
     found = finetune.estimate(preset_settings("quick"), splits(), str(model_360m), calibrate=False)
