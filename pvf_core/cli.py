@@ -159,8 +159,13 @@ def _inspect_summary(r: dict[str, Any]) -> str:
 @click.option("--selection", default="balanced", show_default=True,
               help="How examples are picked: random, balanced (same number per label) or similar (TF-IDF nearest rows).")
 @click.option("--instruction", default="", help="What the model should do, in plain words (default: a generic sentence).")
-@click.option("--calibration", default="batch", show_default=True,
-              help="Correct a lean towards one label: batch, content-free or none.")
+@click.option("--calibration", default="auto", show_default=True,
+              help="Correct a lean towards some labels with one fixed correction per label, fitted on the validation "
+                   "rows (never the test rows): fitted, content-free, none, or auto (the best of them on the "
+                   "validation rows). 'batch' is read as 'fitted'.")
+@click.option("--adapter", "adapter_dir", type=click.Path(file_okay=False), default=None,
+              help="Score a saved fine-tuned adapter (a fine-tuning run's folder) with the prompt and calibration "
+                   "saved beside it, instead of a prompt.")
 @click.option("--limit", type=int, default=None, help="Score only the first N test rows.")
 @click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None,
               help="Write one row per test row: text,label,prediction (input,output,prediction for text-to-text).")
@@ -168,8 +173,8 @@ def _inspect_summary(r: dict[str, Any]) -> str:
 @common_options
 @handle_errors
 def prompt(train_path: str, test_path: str, shots: int, selection: str, instruction: str, calibration: str,
-           limit: int | None, predictions_path: str | None, model: str, seed: int, as_json: bool,
-           **columns: Any) -> None:
+           adapter_dir: str | None, limit: int | None, predictions_path: str | None, model: str, seed: int,
+           as_json: bool, **columns: Any) -> None:
     """Score a prompt (zero- or few-shot) on the test rows: quality, speed, tokens and tips."""
     from .data import load_splits
     from .errors import SettingsError
@@ -181,16 +186,22 @@ def prompt(train_path: str, test_path: str, shots: int, selection: str, instruct
     if limit is not None and limit < 1:
         raise SettingsError(f"--limit must be at least 1; got {limit}.")
     splits, _ = load_splits(train_path, test_path, seed=seed, **columns_from(columns))
-    spec = PromptSpec(task=splits.task, instruction=instruction, labels=list(splits.labels), shots=shots,
-                      selection=selection, calibration=calibration, seed=seed)
     test = splits.test.head(limit) if limit else splits.test
-    loaded = load_model(model)
-    result = evaluate(Arm(spec.name(), spec, model=model), test, task=splits.task, labels=spec.labels or None,
-                      train=splits.train, loaded=loaded, on_progress=_stderr_progress())
+    if adapter_dir:
+        arm, saved = _saved_adapter_arm(adapter_dir)
+        result = evaluate(arm, test, task=splits.task, labels=arm.prompt.labels or None, train=splits.train,
+                          calibration_rows=splits.validation, calibration=saved, on_progress=_stderr_progress())
+        model = arm.model
+    else:
+        spec = PromptSpec(task=splits.task, instruction=instruction, labels=list(splits.labels), shots=shots,
+                          selection=selection, calibration=calibration, seed=seed)
+        result = evaluate(Arm(spec.name(), spec, model=model), test, task=splits.task, labels=spec.labels or None,
+                          train=splits.train, calibration_rows=splits.validation, loaded=load_model(model),
+                          on_progress=_stderr_progress())
     if predictions_path:
         result.predictions_frame(scores=False).to_csv(predictions_path, index=False)
     output = {**result.summary(), "seconds": round(time.perf_counter() - started, 3), "peak_rss_mb": peak_rss_mb(),
-              "model": loaded.name, "seed": seed, "predictions": predictions_path}
+              "model": result.model, "seed": seed, "predictions": predictions_path, "adapter": adapter_dir}
     if splits.task != "classification":
         from .compare import unchanged_input_metrics
 
@@ -198,17 +209,28 @@ def prompt(train_path: str, test_path: str, shots: int, selection: str, instruct
     emit(output, as_json, _prompt_summary)
 
 
+def _saved_adapter_arm(folder: str) -> tuple[Any, Any]:
+    """The arm a fine-tuning run folder holds (its model, adapter and prompt) and the calibration saved with it."""
+    from .calibration import Calibration
+    from .finetune import FinetuneRun
+
+    run = FinetuneRun.load(folder)
+    return run.arm(), Calibration.load(folder)
+
+
 def _prompt_summary(r: dict[str, Any]) -> str:
     m = r["metrics"]
     if r["task"] == "classification":
-        quality = (f"accuracy {m['accuracy']:.3f} (before calibration {m['raw']['accuracy']:.3f}), "
+        quality = (f"accuracy {m['accuracy']:.3f} (raw scores, before the {r['calibration']['method']} "
+                   f"calibration: {m['raw']['accuracy']:.3f}), "
                    f"macro-F1 {m['macro_f1']:.3f}")
     else:
         same = r["unchanged_input"]
         quality = (f"chrF {m['chrf']:.1f}, exact match {m['exact_match']:.3f} (leaving the text unchanged: "
                    f"chrF {same['chrf']:.1f}, exact match {same['exact_match']:.3f})")
     lines = [f"{r['arm']} on {r['n_test']} rows: {quality}",
-             f"{r['ms_per_example']:.1f} ms/row, {r['prompt_tokens_per_row']:.0f} prompt tokens/row, "
+             f"{r['ms_per_example']:.1f} ms/row batched, {r['latency_ms']['p50']:.0f} ms one query at a time "
+             f"(p50 of {r['latency_ms']['rows']}), {r['prompt_tokens_per_row']:.0f} prompt tokens/row, "
              f"peak memory {r['peak_rss_mb']:.0f} MB, {r['seconds']:.1f} s in all"]
     lines += [f"[{t['level']}] {t['message']} {t['why']}" for t in r["tips"]]
     lines += [f"[warning] {w['message']}" for w in r["warnings"]]
@@ -496,6 +518,7 @@ def _crash_message(error: BaseException) -> str:
 
 def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, folder: str, log: Any,
                      predictions: str | None, started: float, as_json: bool) -> dict[str, Any]:
+    from .compare import keep_arm_beside_adapter
     from .evaluate import evaluate
     from .finetune import FinetuneRun, train_lora
 
@@ -517,9 +540,10 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
     progress(f"Scoring {len(splits.test)} test rows with the adapter...")
     log.write({"event": "status", "status": "running",
                "message": f"Training finished; scoring {len(splits.test)} test rows with the adapter."})
-    scored = evaluate(arm, splits.test, task=splits.task, labels=splits.labels or None,
-                      on_progress=_eval_progress(), should_stop=log.should_stop)
+    scored = evaluate(arm, splits.test, task=splits.task, labels=splits.labels or None, train=splits.train,
+                      calibration_rows=splits.validation, on_progress=_eval_progress(), should_stop=log.should_stop)
     run.with_evaluation(scored)
+    keep_arm_beside_adapter(scored, folder)
     if predictions:
         scored.predictions_frame(scores=False).to_csv(predictions, index=False)
     return {"arm": scored.arm, "task": scored.task, "n_test": scored.n_test, "metrics": scored.metrics,
@@ -528,8 +552,9 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
             "train_examples_per_second": trained.examples_per_second, "adapter_dir": str(trained.adapter_dir),
             "adapter_mb": trained.adapter_mb, "status": "done", "training": trained.training_summary(),
             "world_size": trained.world_size, "device": trained.device,
-            "settings": settings.to_dict(), "warnings": trained.warnings, "calibration": scored.calibration,
-            **predicted}
+            "settings": settings.to_dict(), "warnings": trained.warnings, "calibration": scored.calibration_summary,
+            "latency_ms": scored.latency_ms, "computed_tokens_per_row": round(scored.computed_tokens_per_row, 1),
+            "memory_mb": round(scored.memory_mb, 1), **predicted}
 
 
 def _predicted(settings: Any, splits: Any, model: str, prompt: Any) -> dict[str, Any]:
