@@ -126,6 +126,7 @@ class _Run:
     loader: Any
     sampler: Any
     params: list
+    lengths: list[int]                 # tokens of each training example (prefix + prompt + answer)
     pad_id: int
     device: Any
     world: int
@@ -160,7 +161,8 @@ def _prepare(settings: LoraSettings, rows: _Rows, accelerator: Any, say: Progres
     params = [p for p in core.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     world = accelerator.num_processes
-    loader, sampler = data_loader(rows.train.lengths(), settings.batch_size, world, settings.seed)
+    lengths = rows.train.lengths()
+    loader, sampler = data_loader(lengths, settings.batch_size, world, settings.seed)
     if world > 1:
         model, optimizer, loader = accelerator.prepare(core, optimizer, loader)
     else:
@@ -169,7 +171,7 @@ def _prepare(settings: LoraSettings, rows: _Rows, accelerator: Any, say: Progres
     total_steps = max(1, round(steps_per_epoch * settings.epochs))
     tokenizer = rows.loaded.tokenizer
     return _Run(settings=settings, rows=rows, accelerator=accelerator, say=say, model=model, core=core,
-                optimizer=optimizer, loader=loader, sampler=sampler, params=params,
+                optimizer=optimizer, loader=loader, sampler=sampler, params=params, lengths=lengths,
                 pad_id=int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0), device=device,
                 world=world, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                 every=eval_interval(settings, steps_per_epoch), n_params=sum(p.numel() for p in core.parameters()),
@@ -213,7 +215,7 @@ def _train_step(run: _Run, piece: list[int]) -> float:
     """One optimizer step on this process's piece of a global batch; returns the learning rate used."""
     import torch
 
-    train, lengths = run.rows.train, run.rows.train.lengths()
+    train, lengths = run.rows.train, run.lengths
     lr = learning_rate_at(run.step, run.total_steps, run.settings)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
