@@ -6,7 +6,7 @@ A run is a background job (``pvf_core.jobs``): it survives reloads and closed ta
 
 import streamlit as st
 
-from pvf_core import demo, jobs, models
+from pvf_core import demo, jobs
 from pvf_core.data import plural
 from pvf_core.errors import PvfError
 from pvf_core.finetune import (DEFAULT_PRESET, PRESETS, LoraSettings, cap_rows, estimate, finetune_warnings,
@@ -25,7 +25,7 @@ st.title("Fine-tuning wizard")
 dataset = require_dataset()
 store = Store()
 limits = demo.limits()
-model = models.default_model()
+model = state.selected_model()
 
 
 def pick_preset(name: str) -> None:
@@ -159,8 +159,10 @@ with setup:
             st.error(next(m for m in found.messages if "would not fit" in m))
         if not found.calibrated:
             left, right = st.columns([3, 1], vertical_alignment="center")
-            left.caption("A rough guess from the number of tokens: this machine's speed was not measured yet.")
-            if right.button("Measure (about 20 s)", key="ftw_calibrate", use_container_width=True):
+            left.caption("A rough guess from the model's size and the number of tokens: this machine's speed "
+                         "was not measured yet for this model.")
+            if right.button(f"Measure (about {job_view.duration(found.calibration_seconds)})", key="ftw_calibrate",
+                            use_container_width=True):
                 with st.spinner("Timing a few training steps on this machine…"):
                     try:
                         estimate(settings, splits, model, calibrate=True)

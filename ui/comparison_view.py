@@ -42,6 +42,10 @@ def show(comparison: Comparison, folder: Path) -> None:
 
     figures = comparison_figures(comparison)
     st.subheader("Scores, cost and speed on the same test rows")
+    models = sorted({base_model(r.model) for r in comparison.results})
+    if len(models) > 1:
+        st.info(f"These arms use different models ({', '.join(models)}): a difference in scores is also a "
+                "difference in model size and cost, not only in prompting or fine-tuning.")
     st.dataframe(_readable_table(comparison), hide_index=True)
     for note in _table_notes(comparison):
         st.caption(note)
@@ -112,6 +116,9 @@ def _readable_table(comparison: Comparison) -> pd.DataFrame:
     for other in (["accuracy", "macro_f1"] if comparison.task == "classification" else ["exact_match"]):
         if other != metric:
             out[metric_name(other) if other != "exact_match" else "exact match"] = (table[other] * 100).round(1)
+    bases = [base_model(r.model) for r in comparison.results]
+    if len(set(bases)) > 1:  # arms of different models may be compared: say which model each one used
+        out.insert(2, "model", bases)
     out["$ per 1,000 texts"] = table["cost_per_1000_queries"].map(lambda v: f"{v:.4f}")
     out["computed tokens per text"] = table["computed_tokens_per_query"].map(
         lambda v: f"{v:,.0f}" if _known(v) else "–")
@@ -176,3 +183,8 @@ def _exports(comparison: Comparison, folder: Path) -> None:
                            on_click="ignore")
     right.download_button("Everything (JSON)", export("json"), "pvf-comparison.json", "application/json",
                           key="cmp_dl_json", on_click="ignore")
+
+
+def base_model(model: str) -> str:
+    """The base model an arm used (its label without the adapter suffix)."""
+    return (model or "?").removesuffix(" + adapter")
