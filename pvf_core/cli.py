@@ -105,7 +105,7 @@ def cli() -> None:
 def inspect(data: str, model: str, seed: int, as_json: bool, **columns: Any) -> None:
     """Read DATA.csv: columns, detected task, label counts and a health check."""
     from .data import (SplitSettings, health_check, labeled_frame, make_splits, mapping_notes, read_csv,
-                       suggest_mapping, worst_first)
+                       suggest_mapping, task_reason, worst_first)
 
     started = time.perf_counter()
     table = read_csv(data)
@@ -117,6 +117,7 @@ def inspect(data: str, model: str, seed: int, as_json: bool, **columns: Any) -> 
                            + health_check(splits, count_tokens=count_tokens, context_length=context))
     result: dict[str, Any] = {
         "file": data, "rows": len(frame), "columns": table.columns, "task": mapping.task,
+        "task_reason": task_reason(table, mapping),
         "text_column": mapping.text_column, "label_column": mapping.label_column,
         "encoding": table.encoding, "delimiter": table.delimiter,
         "dropped_empty_rows": table.dropped_empty_rows, "skipped_bad_rows": table.skipped_bad_rows,
