@@ -104,7 +104,7 @@ def attention_mask_for(model: Any, allowed: Any) -> Any:
     if model.config._attn_implementation == "sdpa":
         return allowed
     dtype = model.get_input_embeddings().weight.dtype
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def device() -> str:
