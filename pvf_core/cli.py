@@ -157,8 +157,9 @@ def _inspect_summary(r: dict[str, Any]) -> str:
 @click.option("--train", "train_path", required=True, type=click.Path(), help="CSV with the labelled rows examples are drawn from.")
 @click.option("--test", "test_path", required=True, type=click.Path(), help="CSV with the rows the prompt is scored on.")
 @click.option("--shots", type=int, default=0, show_default=True, help="Number of solved examples shown before each row.")
-@click.option("--selection", default="balanced", show_default=True,
-              help="How examples are picked: random, balanced (same number per label) or similar (TF-IDF nearest rows).")
+@click.option("--selection", default=None,
+              help="How examples are picked: random, balanced (same number per label) or similar (TF-IDF nearest rows). "
+                   "Default: similar when there are more labels than examples, else balanced.")
 @click.option("--instruction", default="", help="What the model should do, in plain words (default: a generic sentence).")
 @click.option("--calibration", default="batch", show_default=True,
               help="Correct a lean towards one label: batch, content-free or none.")
@@ -168,7 +169,7 @@ def _inspect_summary(r: dict[str, Any]) -> str:
 @column_options
 @common_options
 @handle_errors
-def prompt(train_path: str, test_path: str, shots: int, selection: str, instruction: str, calibration: str,
+def prompt(train_path: str, test_path: str, shots: int, selection: str | None, instruction: str, calibration: str,
            limit: int | None, predictions_path: str | None, model: str, seed: int, as_json: bool,
            **columns: Any) -> None:
     """Score a prompt (zero- or few-shot) on the test rows: quality, speed, tokens and tips."""
@@ -176,12 +177,13 @@ def prompt(train_path: str, test_path: str, shots: int, selection: str, instruct
     from .errors import SettingsError
     from .evaluate import Arm, evaluate
     from .models import load_model
-    from .prompting import PromptSpec
+    from .prompting import PromptSpec, default_selection
 
     started = time.perf_counter()
     if limit is not None and limit < 1:
         raise SettingsError(f"--limit must be at least 1; got {limit}.")
     splits, _ = load_splits(train_path, test_path, seed=seed, **columns_from(columns))
+    selection = selection or default_selection(shots, len(splits.labels))[0]
     spec = PromptSpec(task=splits.task, instruction=instruction, labels=list(splits.labels), shots=shots,
                       selection=selection, calibration=calibration, seed=seed)
     test = splits.test.head(limit) if limit else splits.test

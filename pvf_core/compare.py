@@ -671,7 +671,7 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
     from .evaluate import Arm, evaluate
     from .finetune import LoraSettings, train_lora
     from .models import load_model
-    from .prompting import PromptSpec
+    from .prompting import PromptSpec, default_selection
     from .store import workspace_dir
 
     started = time.perf_counter()
@@ -690,7 +690,7 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
     prompting = stages.step("prompting")
     results, infos = [], []
     for i, k in enumerate(shots):
-        spec = base_spec.with_(shots=int(k))
+        spec = base_spec.with_(shots=int(k), selection=default_selection(int(k), len(splits.labels))[0])
         arm = Arm(name=spec.name(), prompt=spec, model=model)
         results.append(evaluate(arm, test, task=splits.task, labels=splits.labels or None, train=train, loaded=loaded,
                                 should_stop=should_stop,

@@ -75,3 +75,18 @@ def test_every_tensor_lives_on_the_model_device(tiny32, monkeypatch):
     prompts = [[5, 6, 7, 8], [5, 6, 9]]
     score_labels(tiny32, prompts, [[3, 4, 2], [3, 5, 2]])
     assert created and all(d == tiny32.model.device for d in created)
+
+
+def test_labels_are_listed_only_while_they_fit():
+    from pvf_core.prompting import LABEL_LIST_MAX_CHARS, PromptSpec, default_selection, lint
+
+    few = PromptSpec(labels=[f"intent_{i}" for i in range(150)])
+    assert few.lists_labels() and "intent_149" in few.system_message()
+    many = PromptSpec(labels=[f"intent_number_{i}" for i in range(500)])
+    assert len(", ".join(many.labels)) > LABEL_LIST_MAX_CHARS
+    assert not many.lists_labels() and "intent_number_1" not in many.system_message()
+    assert "one label (there are 500)" in many.system_message()
+    tips = {t.code: t for t in lint(many)}
+    assert "labels_not_listed" in tips and "labels_not_named" not in tips
+    assert default_selection(4, 150)[0] == "similar" and "150 labels but only 4 examples" in default_selection(4, 150)[1]
+    assert default_selection(4, 2)[0] == "balanced" and default_selection(0, 150)[0] == "balanced"
