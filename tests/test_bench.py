@@ -49,3 +49,18 @@ def test_bench_compare_prints_the_ratio(tiny_model_dir, tmp_path):
     [saved] = tmp_path.glob("bench_compare-*.json")
     result = json.loads(saved.read_text())
     assert result["ours_seconds"] > 0 and result["baseline_seconds"] > 0 and result["recommendation"]
+
+
+def test_bench_labels_prints_trie_and_full_side_by_side(tiny_model_dir, tmp_path):
+    out = bench("bench_labels.py", "--model", str(tiny_model_dir), "--sizes", "10,40", "--rows", "2", "--dtype", "float32",
+                "--results-dir", str(tmp_path))
+    assert "trie ms/row" in out and "full ms/row" in out and "bf16 matmul peak" in out
+    assert "40 labels take" in out
+    [saved] = tmp_path.glob("bench_labels-*.json")
+    result = json.loads(saved.read_text())
+    assert [r["labels"] for r in result["sizes"]] == [10, 40]
+    for r in result["sizes"]:
+        assert r["same_predictions"] and r["max_score_difference"] < 1e-3
+        assert r["trie"]["fed_tokens_per_row"] <= r["full"]["fed_tokens_per_row"]
+        assert r["trie"]["share_of_bf16_peak"] > 0
+    assert result["bf16_matmul_peak_gflops"] > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pvf_core.data import (ColumnMapping, SplitSettings, Splits, detect_task, health_check, make_splits, read_csv,
+from pvf_core.data import (SplitSettings, Splits, detect_task, health_check, make_splits, read_csv,
                            suggest_mapping, task_reason)
 
 DOMAINS = ["card", "transfer", "cash", "account", "loan", "pin", "fee", "refund", "top_up", "exchange"]
