@@ -513,7 +513,8 @@ def _lint_labels_named(spec: PromptSpec) -> list[LintTip]:
     missing = [spec.word(label) for label in spec.labels if spec.word(label).lower() not in said]
     if not missing:
         return []
-    return [LintTip("labels_not_named", f"The instruction does not name the label(s) {', '.join(missing)}.",
+    named = ", ".join(missing[:8]) + (f", … ({len(missing)} in all)" if len(missing) > 8 else "")
+    return [LintTip("labels_not_named", f"The instruction does not name the label(s) {named}.",
                     "The model only knows which answers are allowed if the prompt lists them; unnamed labels "
                     "are picked far less often.", numbers={"missing": missing})]
 
