@@ -146,7 +146,7 @@ def _tokenizer_for(model: str) -> tuple[Callable[[list[str]], list[int]] | None,
 
 def _inspect_summary(r: dict[str, Any]) -> str:
     lines = [f"{r['file']}: {r['rows']} rows, task {r['task']} "
-             f"(text: {r['text_column']!r}, answer: {r['label_column']!r})"]
+             f"(text: {r['text_column']!r}, answer: {r['label_column']!r})", f"why {r['task']}: {r['task_reason']}"]
     if "labels" in r:
         lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in r["labels"].items()))
     lines += [f"[{w['level']}] {w['message']}" for w in r["warnings"]]
