@@ -199,18 +199,18 @@ def _lanes(widths: Sequence[int], lane_tokens: int) -> list[list[int]]:
     return lanes
 
 
-def _packed_inputs(runner: _Runner, lanes: list[list[int]], trie: AnswerTrie) -> dict[str, Any]:
-    """Inputs for one forward pass that scores every answer of every row in ``lanes``.
+def _packed_inputs(runner: _Runner, lanes: list[list[int]], tries: dict[int, AnswerTrie]) -> dict[str, Any]:
+    """Inputs for one forward pass that scores the answers of every row in ``lanes``.
 
-    In a lane each row holds its prompt suffix (n tokens), then the trie's fed tokens. A row's tokens
-    attend to the shared prefix and to the row's own earlier tokens; a trie token to the prefix, the row's
-    suffix and its ancestors in the trie. Positions restart after the prefix for every row.
+    In a lane each row holds its prompt suffix (n tokens), then its trie's fed tokens (``tries[row]``;
+    usually the same trie for every row). A row's tokens attend to the shared prefix and to the row's own
+    earlier tokens; a trie token to the prefix, the row's suffix and its ancestors in the trie. Positions
+    restart after the prefix for every row.
     """
     torch = _torch()
     device = runner.device
     start = runner.prefix_length
-    extra = trie.fed
-    width = max(sum(len(runner.suffixes[i]) + extra for i in lane) for lane in lanes)
+    width = max(sum(len(runner.suffixes[i]) + tries[i].fed for i in lane) for lane in lanes)
     count = len(lanes)
     ids = torch.full((count, width), runner.pad_id, dtype=torch.long, device=device)
     positions = torch.full((count, width), start, dtype=torch.long, device=device)
@@ -221,24 +221,27 @@ def _packed_inputs(runner: _Runner, lanes: list[list[int]], trie: AnswerTrie) ->
     keep = torch.zeros((count, width), dtype=torch.bool, device=device)
     longest = max(len(runner.suffixes[i]) for lane in lanes for i in lane)
     causal = torch.ones((longest, longest), dtype=torch.bool, device=device).tril()
-    trie_tokens = torch.tensor(trie.tokens, dtype=torch.long, device=device)
-    trie_depths = torch.tensor(trie.depths, dtype=torch.long, device=device)
-    tree = torch.zeros((extra, extra), dtype=torch.bool, device=device)
-    for k, chain in enumerate(trie.ancestors):
-        tree[k, chain] = True
+    made: dict[int, tuple[Any, Any, Any]] = {}  # one set of tensors per distinct trie
     for b, lane in enumerate(lanes):
         offset = 0
         for i in lane:
-            n = len(runner.suffixes[i])
+            n, trie = len(runner.suffixes[i]), tries[i]
             ids[b, offset:offset + n] = torch.tensor(runner.suffixes[i], device=device)
             positions[b, offset:offset + n] = start + torch.arange(n, device=device)
             allowed[b, offset:offset + n, start + offset:start + offset + n] = causal[:n, :n]
             keep[b, offset + n - 1] = True
-            tail = offset + n
+            tail, extra = offset + n, trie.fed
             if extra:
+                if id(trie) not in made:
+                    tree = torch.zeros((extra, extra), dtype=torch.bool, device=device)
+                    for k, chain in enumerate(trie.ancestors):
+                        tree[k, chain] = True
+                    made[id(trie)] = (torch.tensor(trie.tokens, dtype=torch.long, device=device),
+                                      torch.tensor(trie.depths, dtype=torch.long, device=device), tree)
+                tokens, depths, tree = made[id(trie)]
                 span = slice(tail, tail + extra)
-                ids[b, span] = trie_tokens
-                positions[b, span] = start + n + trie_depths
+                ids[b, span] = tokens
+                positions[b, span] = start + n + depths
                 allowed[b, span, start + offset:start + offset + n] = True
                 allowed[b, span, start + tail:start + tail + extra] = tree
                 keep[b, span] = True
@@ -247,10 +250,51 @@ def _packed_inputs(runner: _Runner, lanes: list[list[int]], trie: AnswerTrie) ->
             "attention_mask": attention_mask_for(runner.model, allowed[:, None]), "logits_to_keep": keep}
 
 
+def _score_rows(runner: _Runner, rows: Sequence[int], tries: dict[int, AnswerTrie], n_answers: int, *,
+                batch_tokens: int, lane_tokens: int, max_lanes: int,
+                on_batch: Callable[[list[int], float], None] | None,
+                should_stop: Callable[[], bool] | None) -> dict[int, np.ndarray]:
+    """Sum of the picked log-probs per answer for each row, each row with its own trie: {row: [answers]}.
+
+    An answer a row's trie does not pick gets 0 (callers only read the answers they asked for)."""
+    torch = _torch()
+    device = runner.device
+    picks: dict[int, tuple[Any, Any, Any]] = {}
+    for trie in {id(t): t for t in tries.values()}.values():
+        picks[id(trie)] = tuple(torch.tensor([p[k] for p in trie.picks], dtype=torch.long, device=device)
+                                for k in range(3))
+    rows = list(rows)
+    widths = [len(runner.suffixes[i]) + tries[i].fed for i in rows]
+    lanes = [[rows[k] for k in lane] for lane in _lanes(widths, lane_tokens)]
+    lane_widths = [sum(len(runner.suffixes[i]) + tries[i].fed for i in lane) for lane in lanes]
+    found: dict[int, np.ndarray] = {}
+    for group in _batches(lane_widths, batch_tokens, max_lanes, runner.prefix_length):
+        if should_stop and should_stop():
+            raise Stopped("The evaluation was stopped.")
+        started = time.perf_counter()
+        chosen = [lanes[g] for g in group]
+        order = [i for lane in chosen for i in lane]  # the order the kept logits come out in
+        out = runner.model(**_packed_inputs(runner, chosen, tries), cache=runner.cache(len(chosen)),
+                           use_cache=True)
+        logits = out.logits.float().reshape(-1, out.logits.shape[-1])  # [kept positions, vocabulary]
+        norm = torch.logsumexp(logits, dim=-1)  # log-softmax without its full copy
+        at = 0
+        for i in order:
+            slots, tokens, owners = picks[id(tries[i])]
+            picked = (logits[at + slots, tokens] - norm[at + slots]).double()
+            total = torch.zeros(n_answers, dtype=torch.float64, device=device).index_add_(0, owners, picked)
+            found[i] = total.cpu().numpy()
+            at += 1 + tries[i].fed
+        if on_batch:
+            on_batch(order, time.perf_counter() - started)
+    return found
+
+
 def score_labels(loaded: Any, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], *,
                  normalise: bool = True, use_prefix_cache: bool = True, share_prefixes: bool = True,
-                 batch_tokens: int = BATCH_TOKENS, lane_tokens: int = LANE_TOKENS,
-                 max_lanes: int = MAX_BATCH_ROWS, on_batch: Callable[[list[int], float], None] | None = None,
+                 prune_bias: Sequence[float] | None = None, batch_tokens: int = BATCH_TOKENS,
+                 lane_tokens: int = LANE_TOKENS, max_lanes: int = MAX_BATCH_ROWS,
+                 on_batch: Callable[[list[int], float], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> np.ndarray:
     """Log-likelihood of each answer after each prompt, as an array [prompts, answers].
 
@@ -258,6 +302,10 @@ def score_labels(loaded: Any, prompts: Sequence[Sequence[int]], answers: Sequenc
     the answers as a trie (the default); off, every answer's tokens are fed on their own (the same scores,
     more work: the reference for tests and the benchmark). Rows are packed into lanes of ``lane_tokens``
     and lanes into passes of ``batch_tokens``. ``on_batch(rows, seconds)`` is called after each pass.
+
+    ``prune_bias`` (one number per answer, e.g. a calibration's ``log_bias``; zeros for the raw scores)
+    scores only what can still win ``argmax(score - prune_bias)``: see ``_score_pruned``. Answers that
+    cannot win get ``-inf``; the winner and every answer that was scored are exact.
     """
     torch = _torch()
     answers = [list(a) for a in answers]
@@ -266,34 +314,72 @@ def score_labels(loaded: Any, prompts: Sequence[Sequence[int]], answers: Sequenc
     scores = np.zeros((len(prompts), len(answers)), dtype=np.float64)
     if not prompts:
         return scores
-    trie = answer_trie(answers, share=share_prefixes)
-    divisor = np.array([len(a) for a in answers], dtype=np.float64) if normalise else 1.0
-    extra = trie.fed
+    lengths = np.array([len(a) for a in answers], dtype=np.float64)
+    divisor = lengths if normalise else np.ones_like(lengths)
+    budgets = {"batch_tokens": batch_tokens, "lane_tokens": lane_tokens, "max_lanes": max_lanes,
+               "on_batch": on_batch, "should_stop": should_stop}
     with torch.inference_mode():
         runner = _Runner(loaded, prompts, use_prefix_cache)
-        device = runner.device
-        slots = torch.tensor([p[0] for p in trie.picks], device=device)
-        tokens = torch.tensor([p[1] for p in trie.picks], device=device)
-        owners = torch.tensor([p[2] for p in trie.picks], device=device)
-        widths = [len(s) + extra for s in runner.suffixes]
-        lanes = _lanes(widths, lane_tokens)
-        lane_widths = [sum(widths[i] for i in lane) for lane in lanes]
-        for group in _batches(lane_widths, batch_tokens, max_lanes, runner.prefix_length):
-            if should_stop and should_stop():
-                raise Stopped("The evaluation was stopped.")
-            started = time.perf_counter()
-            chosen = [lanes[g] for g in group]
-            rows = [i for lane in chosen for i in lane]  # the order the kept logits come out in
-            out = runner.model(**_packed_inputs(runner, chosen, trie), cache=runner.cache(len(chosen)),
-                               use_cache=True)
-            logits = out.logits.float().reshape(len(rows), 1 + extra, -1)
-            norm = torch.logsumexp(logits, dim=-1)  # [rows, slots]: log-softmax without its full copy
-            picked = (logits[:, slots, tokens] - norm[:, slots]).double()  # [rows, picks]
-            total = torch.zeros((len(rows), len(answers)), dtype=torch.float64, device=device)
-            total.index_add_(1, owners, picked)
-            scores[rows] = total.cpu().numpy() / divisor
-            if on_batch:
-                on_batch(rows, time.perf_counter() - started)
+        if prune_bias is not None:
+            return _score_pruned(runner, answers, divisor, np.asarray(prune_bias, dtype=np.float64), share_prefixes,
+                                 budgets)
+        trie = answer_trie(answers, share=share_prefixes)
+        rows = range(len(prompts))
+        found = _score_rows(runner, rows, {i: trie for i in rows}, len(answers), **budgets)
+    for i, total in found.items():
+        scores[i] = total / divisor
+    return scores
+
+
+PRUNE_FIRST_CANDIDATES = 4  # answers scored in full first, by their bound; their best is what others must beat
+
+
+def _score_pruned(runner: _Runner, answers: list[list[int]], divisor: np.ndarray, bias: np.ndarray,
+                  share: bool, budgets: dict) -> np.ndarray:
+    """Scores of the answers that can still win ``argmax(score - bias)``, ``-inf`` for the others.
+
+    A score only falls as an answer's tokens are added (each adds a log-prob ≤ 0), so once an answer's
+    first token is scored, ``first / divisor - bias`` bounds its final, biased score from above. Pass 1
+    runs the rows alone (every answer's first token, from the row's last position); then, per row, the
+    answers with the highest bounds are scored in full; any answer whose bound is still at or above the
+    best full biased score is scored next, until none is left. The argmax is therefore that of scoring
+    everything; answers skipped were below the winner by their bound.
+    """
+    n_rows, n_answers = len(runner.suffixes), len(answers)
+    firsts = answer_trie([a[:1] for a in answers])  # feeds nothing: the row's last position picks every first token
+    rows = list(range(n_rows))
+    first = _score_rows(runner, rows, {i: firsts for i in rows}, n_answers, **budgets)
+    scores = np.full((n_rows, n_answers), -np.inf)
+    bounds = np.stack([first[i] for i in rows]) / divisor - bias
+    exact = np.zeros((n_rows, n_answers), dtype=bool)
+    single = np.array([len(a) == 1 for a in answers])
+    for i in rows:  # one-token answers are complete already
+        scores[i, single] = first[i][single] / divisor[single]
+        exact[i, single] = True
+    wanted = {i: set(np.argsort(-bounds[i], kind="stable")[:PRUNE_FIRST_CANDIDATES].tolist()) for i in rows}
+    tries_by_set: dict[tuple, AnswerTrie] = {}
+    while True:
+        todo = {i: sorted(j for j in wanted[i] if not exact[i, j]) for i in rows}
+        todo = {i: js for i, js in todo.items() if js}
+        if not todo:
+            break
+        tries = {}
+        for i, js in todo.items():
+            key = tuple(js)
+            if key not in tries_by_set:
+                sub = answer_trie([answers[j] for j in js], share=share)
+                # map the sub-trie's answer numbers back to the full list
+                sub.picks = [(slot, token, js[k]) for slot, token, k in sub.picks]
+                tries_by_set[key] = sub
+            tries[i] = tries_by_set[key]
+        # progress is reported by the first pass (every row once); these passes only finish some rows
+        found = _score_rows(runner, list(todo), tries, n_answers, **{**budgets, "on_batch": None})
+        for i, js in todo.items():
+            scores[i, js] = found[i][js] / divisor[js]
+            exact[i, js] = True
+        for i in rows:
+            best = np.max(np.where(exact[i], scores[i] - bias, -np.inf))
+            wanted[i] = set(np.nonzero(~exact[i] & (bounds[i] >= best))[0].tolist())
     return scores
 
 

@@ -90,3 +90,23 @@ def test_labels_are_listed_only_while_they_fit():
     assert "labels_not_listed" in tips and "labels_not_named" not in tips
     assert default_selection(4, 150)[0] == "similar" and "150 labels but only 4 examples" in default_selection(4, 150)[1]
     assert default_selection(4, 2)[0] == "balanced" and default_selection(0, 150)[0] == "balanced"
+
+
+@pytest.mark.parametrize("seed, n_labels, normalise", [(3, 40, True), (4, 25, False)])
+def test_pruned_scoring_keeps_the_argmax_of_full_scoring_after_any_bias(tiny32, seed, n_labels, normalise):
+    rng = np.random.default_rng(seed)
+    vocab = min(tiny32.model.config.vocab_size, 200)
+    answers = random_labels(rng, n_labels, vocab) + [[7]]  # a one-token answer too
+    head = [int(t) for t in rng.integers(3, vocab, size=10)]
+    prompts = [head + [int(t) for t in rng.integers(3, vocab, size=rng.integers(1, 7))] for _ in range(8)]
+    full = score_labels(tiny32, prompts, answers, normalise=normalise, share_prefixes=False)
+    leaning = rng.normal(0, 0.5, len(answers))
+    leaning[::2] += 30  # a calibration that pushes half the labels far down: they can never win
+    for bias in (np.zeros(len(answers)), leaning):  # raw, and a calibration's log-bias
+        pruned = score_labels(tiny32, prompts, answers, normalise=normalise, prune_bias=bias)
+        assert ((pruned - bias).argmax(axis=1) == (full - bias).argmax(axis=1)).all()
+        scored = np.isfinite(pruned)
+        np.testing.assert_allclose(pruned[scored], full[scored], atol=1e-5)  # what is scored is exact
+        skipped_best = np.where(scored, -np.inf, full - bias).max(axis=1)
+        assert (skipped_best <= (pruned - bias).max(axis=1) + 1e-9).all()  # nothing skipped could have won
+    assert not np.isfinite(pruned[:, ::2][:, :-1]).all()  # pushed-down labels were skipped (the rest may be flat)
