@@ -52,7 +52,7 @@ def test_bench_compare_prints_the_ratio(tiny_model_dir, tmp_path):
 
 
 def test_bench_labels_prints_trie_and_full_side_by_side(tiny_model_dir, tmp_path):
-    out = bench("bench_labels.py", "--model", str(tiny_model_dir), "--sizes", "10,40", "--rows", "2", "--dtype", "float32",
+    out = bench("bench_labels.py", "--model", str(tiny_model_dir), "--sizes", "10,40", "--rows", "2", "--rounds", "1", "--dtype", "float32",
                 "--results-dir", str(tmp_path))
     assert "trie ms/row" in out and "full ms/row" in out and "bf16 matmul peak" in out
     assert "trie: 40 labels take" in out and "pruned: 40 labels take" in out
