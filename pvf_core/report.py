@@ -190,8 +190,9 @@ def many_label_sections(comparison) -> list[tuple[str, str]]:
         pairs = pd.DataFrame(most_confused_pairs(r.metrics), columns=["true", "predicted", "rows", "share_of_true"])
         worst = pd.DataFrame(per_label_rows(r.metrics)).head(15)
         scope = out_of_scope_recall(r.metrics)
-        note = "" if scope is None else (f"<p>Out of scope ({html.escape(', '.join(scope['labels']))}): {scope['found']} of "
-                                         f"{scope['test_rows']} recognised, {scope['false_alarms']} false alarms.</p>")
+        names = html.escape(", ".join(scope["labels"])) if scope else ""
+        note = "" if scope is None else (f"<p>Out of scope ({names}): {scope['found']} of {scope['test_rows']} "
+                                         f"recognised, {scope['false_alarms']} false alarms.</p>")
         sections.append((f"{r.arm}: most confused pairs and worst labels",
                          note + table_html(pairs.round(3)) + table_html(worst.round(3))))
     return sections

@@ -88,7 +88,8 @@ def test_labels_are_listed_only_while_they_fit():
     assert "one label (there are 500)" in many.system_message()
     tips = {t.code: t for t in lint(many)}
     assert "labels_not_listed" in tips and "labels_not_named" not in tips
-    assert default_selection(4, 150)[0] == "similar" and "150 labels but only 4 examples" in default_selection(4, 150)[1]
+    selection, why = default_selection(4, 150)
+    assert selection == "similar" and "150 labels but only 4 examples" in why
     assert default_selection(4, 2)[0] == "balanced" and default_selection(0, 150)[0] == "balanced"
 
 
