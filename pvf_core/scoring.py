@@ -332,6 +332,9 @@ def score_labels(loaded: Any, prompts: Sequence[Sequence[int]], answers: Sequenc
 
 
 PRUNE_FIRST_CANDIDATES = 4  # answers scored in full first, by their bound; their best is what others must beat
+# A bound and a full score come from different passes, whose bf16 rounding differs by up to a few hundredths
+# of a log-prob: an answer is skipped only when its bound is below the best full score by more than this.
+PRUNE_MARGIN = 0.1
 
 
 def _score_pruned(runner: _Runner, answers: list[list[int]], divisor: np.ndarray, bias: np.ndarray,
@@ -379,7 +382,7 @@ def _score_pruned(runner: _Runner, answers: list[list[int]], divisor: np.ndarray
             exact[i, js] = True
         for i in rows:
             best = np.max(np.where(exact[i], scores[i] - bias, -np.inf))
-            wanted[i] = set(np.nonzero(~exact[i] & (bounds[i] >= best))[0].tolist())
+            wanted[i] = set(np.nonzero(~exact[i] & (bounds[i] >= best - PRUNE_MARGIN))[0].tolist())
     return scores
 
 
