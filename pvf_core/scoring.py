@@ -12,7 +12,12 @@ those tokens' positions, so ``card_arrival`` and ``card_linking`` feed ``card`` 
 attends to the prefix, the row and its own ancestors in the trie only (a tree-shaped attention mask), so
 its log-probabilities are exactly those of the answer run alone after the row. Logits are computed only
 at the fed positions. With 150 intent-like labels the trie feeds roughly half the tokens that feeding each
-label in full would (``bench/bench_labels.py``). Nothing is pruned: every label gets its exact score.
+label in full would (``bench/bench_labels.py``), and every label gets its exact score.
+
+Optionally (``prune_bias``, e.g. a fitted calibration's log-bias) only the labels that can still win after
+the bias are scored in full; the others get ``-inf``. The argmax is that of full scoring (``_score_pruned``
+says why); probabilities computed from such scores give skipped labels 0. The harness does not prune yet:
+batch calibration needs every label's score.
 
 Text-to-text rows reuse the same prefix cache and are then decoded greedily, batched.
 
