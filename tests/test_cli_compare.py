@@ -30,7 +30,7 @@ def test_compare_meets_the_contract(sample_files, tiny_model_dir, tmp_path):
     out = run_compare(["--train", str(train), "--test", str(test), "--model", str(tiny_model_dir), "--shots", "0,2",
                        "--epochs", "1", "--limit", "20", "--output", str(tmp_path / "cmp"),
                        "--predictions", str(tmp_path / "p.csv")])
-    assert [a["arm"] for a in out["arms"]] == ["zero-shot", "2-shot balanced", "LoRA r=8"]
+    assert [a["arm"] for a in out["arms"]] == ["zero-shot", "2-shot similar", "LoRA r=8"]
     for arm in out["arms"]:
         assert {"arm", "task", "n_test", "metrics", "seconds", "ms_per_example", "peak_rss_mb"} <= set(arm)
         assert arm["n_test"] == 20 and 0 <= arm["metrics"]["accuracy"] <= 1
@@ -42,7 +42,7 @@ def test_compare_meets_the_contract(sample_files, tiny_model_dir, tmp_path):
     assert (tmp_path / "cmp" / "report.html").is_file() and out["report"].endswith("report.html")
     assert out["world_size"] == 1 and out["device"] == "cpu"
     predictions = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
-    assert list(predictions.columns) == ["text", "label", "prediction_zero-shot", "prediction_2-shot balanced",
+    assert list(predictions.columns) == ["text", "label", "prediction_zero-shot", "prediction_2-shot similar",
                                          "prediction_LoRA r=8"]
     truth = pd.read_csv(test, keep_default_na=False).head(20)
     assert predictions["text"].tolist() == truth["message"].tolist()
