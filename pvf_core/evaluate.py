@@ -26,7 +26,6 @@ decoded greedily, batched.
 
 from __future__ import annotations
 
-import functools
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,8 +39,8 @@ from .calibration import Calibration
 from .errors import ModelLoadError, SettingsError
 from .metrics import classification_metrics, collapse, label_shares, text_metrics
 from .scoring import (BATCH_TOKENS, GENERATION_BATCH_ROWS, KV_BUDGET_TOKENS, LANE_TOKENS,  # noqa: F401
-                      MAX_BATCH_ROWS, Stopped, _batches, _common_prefix_length, _lanes, generate_answers,
-                      score_labels)
+                      MAX_BATCH_ROWS, Stopped, _batches, _common_prefix_length, _lanes, answer_trie, generate_answers,
+                      one_query_at_a_time, score_labels)
 from .prompting import (CONTENT_FREE_TEXT, Example, PromptSpec, Renderer, examples_for, lint, prompt_budget,
                         select_examples)
 
@@ -249,12 +248,16 @@ def _evaluate_loaded(arm: Arm, loaded: Any, test: pd.DataFrame, *, task: str, la
         answers = [renderer.answer_ids(label) for label in spec.labels]
         scores = score_labels(loaded, prompts, answers, on_batch=clock, should_stop=should_stop)
         outcome = _classify(spec, scores, calibration, references, answers)
-        answer_one = functools.partial(_classify_one, loaded, answers, calibration, spec.labels)
+        timed = _one_at_a_time(loaded, prompts, should_stop, answers=answers)
+        alone = [spec.labels[int(i)] for i in calibration.apply(np.array(timed[0])).argmax(axis=1)] if timed[0] else []
     else:
         outcome = _generate(spec, loaded, renderer, prompts, texts, references, clock, should_stop)
-        answer_one = functools.partial(_generate_one, loaded, renderer, spec, texts)
+        timed = _one_at_a_time(loaded, prompts, should_stop, max_new_tokens=outcome["limits"],
+                               stop_ids=renderer.stop_ids(), stop_at_newline=spec.stop_at_newline)
+        alone = timed[0]
     eval_seconds = time.perf_counter() - eval_started
-    latencies, agreement = _single_query_latencies(answer_one, prompts, outcome["predictions"], should_stop)
+    latencies = timed[1]
+    agreement = float(np.mean([a == b for a, b in zip(alone, outcome["predictions"])])) if alone else 1.0
     budget = prompt_budget(spec, loaded.tokenizer, loaded.context_length, examples=example_sets[0],
                            row_texts=texts, pool=train)
     shared = _common_prefix_length(prompts)
@@ -355,36 +358,15 @@ def _classify(spec: PromptSpec, scores: np.ndarray, calibration: Calibration, re
         return [{label: float(p) for label, p in zip(labels, row)} for row in table]
 
     return {"metrics": metrics, "predictions": predictions, "label_scores": as_dicts(probs),
-            "raw_label_scores": as_dicts(raw), "answer_tokens_per_row": sum(len(a) - 1 for a in answers)}
+            "raw_label_scores": as_dicts(raw), "answer_tokens_per_row": answer_trie(answers).fed}
 
 
-def _classify_one(loaded: Any, answers: list[list[int]], calibration: Calibration, labels: Sequence[str],
-                  row: int, prompt: list[int]) -> str:
-    scores = score_labels(loaded, [prompt], answers)
-    return labels[int(calibration.apply(scores).argmax(axis=1)[0])]
-
-
-def _generate_one(loaded: Any, renderer: Renderer, spec: PromptSpec, texts: Sequence[str], row: int,
-                  prompt: list[int]) -> str:
-    limit = min(spec.max_answer_tokens, 2 * len(renderer.encode(texts[row])) + 16)
-    return generate_answers(loaded, [prompt], max_new_tokens=limit, stop_ids=renderer.stop_ids(),
-                            stop_at_newline=spec.stop_at_newline)[0]
-
-
-def _single_query_latencies(answer_one: Callable[[int, list[int]], str], prompts: list[list[int]],
-                            predictions: list[str], should_stop: Callable[[], bool] | None,
-                            rows: int = LATENCY_ROWS) -> tuple[list[float], float]:
-    """Answer the first ``rows`` rows one query at a time, as a deployed arm would: milliseconds per query
-    (the whole prompt computed, no batch to share it with) and the share of answers equal to the batched ones."""
-    latencies, same = [], 0
-    for i in range(min(rows, len(prompts))):
-        if should_stop and should_stop():
-            raise Stopped("The evaluation was stopped.")
-        started = time.perf_counter()
-        answer = answer_one(i, prompts[i])
-        latencies.append((time.perf_counter() - started) * 1000)
-        same += answer == predictions[i]
-    return latencies, same / max(len(latencies), 1)
+def _one_at_a_time(loaded: Any, prompts: list[list[int]], should_stop: Callable[[], bool] | None,
+                   **how: Any) -> tuple[list, list[float]]:
+    """The first ``LATENCY_ROWS`` rows answered one query at a time (after the shared prefix's cache, as a
+    deployed arm keeps it): their answers, to check against the batch, and each query's milliseconds."""
+    rows = range(min(LATENCY_ROWS, len(prompts)))
+    return one_query_at_a_time(loaded, prompts, rows, should_stop=should_stop, **how)
 
 
 def _agreement_warnings(agreement: float) -> list[dict]:
@@ -456,7 +438,7 @@ def _generate(spec: PromptSpec, loaded: Any, renderer: Renderer, prompts: list[l
     limits = [min(spec.max_answer_tokens, 2 * len(renderer.encode(t)) + 16) for t in texts]
     predictions = generate_answers(loaded, prompts, max_new_tokens=limits, stop_ids=renderer.stop_ids(),
                                    stop_at_newline=spec.stop_at_newline, on_batch=clock, should_stop=should_stop)
-    return {"metrics": text_metrics(references, predictions), "predictions": predictions,
+    return {"metrics": text_metrics(references, predictions), "predictions": predictions, "limits": limits,
             "answer_tokens_per_row": float(np.mean([len(renderer.encode(p)) for p in predictions]))}
 
 

@@ -391,6 +391,44 @@ def _score_pruned(runner: _Runner, answers: list[list[int]], divisor: np.ndarray
     return scores
 
 
+# -- one query at a time ----------------------------------------------------------------------------------
+
+def one_query_at_a_time(loaded: Any, prompts: Sequence[Sequence[int]], rows: Sequence[int], *,
+                        answers: Sequence[Sequence[int]] | None = None, normalise: bool = True,
+                        max_new_tokens: Sequence[int] = (), stop_ids: set[int] = frozenset(),
+                        stop_at_newline: bool = True,
+                        should_stop: Callable[[], bool] | None = None) -> tuple[list[Any], list[float]]:
+    """Answer ``rows`` one query at a time, as a deployed arm does, and time each: (answers, milliseconds).
+
+    The prompts' shared prefix is computed once beforehand and not timed (a server keeps its cache); each
+    query then runs its own tokens and its answers alone, with no other row to share a batch with. With
+    ``answers`` each query's answer is its label scores (as ``score_labels`` gives them); without, the
+    greedy text (as ``generate_answers``, with ``max_new_tokens`` per row).
+    """
+    torch = _torch()
+    found, timings = [], []
+    with torch.inference_mode():
+        runner = _Runner(loaded, prompts)
+        if answers is not None:
+            answers = [list(a) for a in answers]
+            trie = answer_trie(answers)
+            divisor = np.array([len(a) for a in answers], dtype=np.float64) if normalise else 1.0
+        for i in rows:
+            if should_stop and should_stop():
+                raise Stopped("The evaluation was stopped.")
+            started = time.perf_counter()
+            if answers is not None:
+                total = _score_rows(runner, [i], {i: trie}, len(answers), batch_tokens=BATCH_TOKENS,
+                                    lane_tokens=LANE_TOKENS, max_lanes=MAX_BATCH_ROWS, on_batch=None,
+                                    should_stop=None)[i]
+                found.append(total / divisor)
+            else:
+                found.append(_generate_batch(runner, loaded.tokenizer, [i], [max_new_tokens[i]], stop_ids,
+                                             stop_at_newline)[0])
+            timings.append((time.perf_counter() - started) * 1000)
+    return found, timings
+
+
 # -- generation -------------------------------------------------------------------------------------------
 
 def generate_answers(loaded: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],

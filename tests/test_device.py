@@ -153,6 +153,17 @@ def _generate(model_dir) -> None:
     generate_answers(loaded, prompts, max_new_tokens=3, stop_ids={loaded.tokenizer.eos_token_id})
 
 
+def _one_at_a_time(model_dir) -> None:
+    from pvf_core.models import load_model
+    from pvf_core.scoring import one_query_at_a_time
+
+    loaded = load_model(str(model_dir))
+    prompts, answers = _prompts(loaded)
+    one_query_at_a_time(loaded, prompts, [0, 1], answers=answers)
+    one_query_at_a_time(loaded, prompts, [2], max_new_tokens=[3] * len(prompts),
+                        stop_ids={loaded.tokenizer.eos_token_id})
+
+
 def _text_pairs(n: int, seed: int) -> pd.DataFrame:
     frame = toy_reviews(n, seed)
     return pd.DataFrame({"text": frame["text"], "label": frame["text"].str.split().str[-1]})
@@ -177,23 +188,15 @@ def _validate_classification(model_dir) -> None:
     train_lora(LoraSettings(epochs=1, batch_size=4, patience=0, dropout=0.0), splits, model_name=str(model_dir))
 
 
-# The label scorer lives in evaluate.py today; issue 13's branch moves it to pvf_core/scoring.py and makes
-# it device-clean. Until that lands these parametrisations are expected to find stray tensors.
-SCORER = pytest.mark.xfail(strict=False, reason="the label scorer's tensors are made on the CPU; issue 13's "
-                                                "branch (pvf_core/scoring.py) fixes it")
-
-
 @pytest.mark.parametrize("path", [
-    pytest.param("score_labels", marks=SCORER),
-    pytest.param("generate_answers", marks=SCORER),
-    pytest.param("train_packed"),
-    pytest.param("train_padded"),
-    pytest.param("validate_classification", marks=SCORER),
+    "score_labels", "generate_answers", "one_query_at_a_time", "train_packed", "train_padded",
+    "validate_classification",
 ])
 def test_every_tensor_is_made_on_the_models_device(path, tiny_model_dir, workspace, monkeypatch):
     import pvf_core.finetune as finetune
 
     runs = {"score_labels": lambda: _score(tiny_model_dir), "generate_answers": lambda: _generate(tiny_model_dir),
+            "one_query_at_a_time": lambda: _one_at_a_time(tiny_model_dir),
             "train_packed": lambda: _train_and_validate(tiny_model_dir, 256),
             "train_padded": lambda: _train_and_validate(tiny_model_dir, 256),
             "validate_classification": lambda: _validate_classification(tiny_model_dir)}

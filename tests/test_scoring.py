@@ -5,16 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pvf_core.scoring import answer_trie, score_labels
-
-
-@pytest.fixture(scope="module")
-def tiny32(tiny_model_dir):
-    import torch
-
-    from pvf_core.models import load_model
-
-    return load_model(str(tiny_model_dir), dtype=torch.float32)
+from pvf_core.scoring import answer_trie, generate_answers, one_query_at_a_time, score_labels
 
 
 def test_the_trie_feeds_shared_first_tokens_once():
@@ -111,3 +102,17 @@ def test_pruned_scoring_keeps_the_argmax_of_full_scoring_after_any_bias(tiny32, 
         skipped_best = np.where(scored, -np.inf, full - bias).max(axis=1)
         assert (skipped_best <= (pruned - bias).max(axis=1) + 1e-9).all()  # nothing skipped could have won
     assert not np.isfinite(pruned[:, ::2][:, :-1]).all()  # pushed-down labels were skipped (the rest may be flat)
+
+
+def test_one_query_at_a_time_gives_the_batched_answers_and_a_time_each(tiny32):
+    rng = np.random.default_rng(7)
+    vocab = min(tiny32.model.config.vocab_size, 200)
+    answers = random_labels(rng, 6, vocab)
+    head = [int(t) for t in rng.integers(3, vocab, size=10)]
+    prompts = [head + [int(t) for t in rng.integers(3, vocab, size=rng.integers(1, 7))] for _ in range(7)]
+    scores, timings = one_query_at_a_time(tiny32, prompts, [0, 3, 6], answers=answers)
+    np.testing.assert_allclose(np.stack(scores), score_labels(tiny32, prompts, answers)[[0, 3, 6]], atol=1e-5)
+    assert len(timings) == 3 and min(timings) > 0
+    stop = {int(tiny32.tokenizer.eos_token_id or 0)}
+    texts, timings = one_query_at_a_time(tiny32, prompts, [1, 2], max_new_tokens=[4] * 7, stop_ids=stop)
+    assert texts == [generate_answers(tiny32, prompts, max_new_tokens=4, stop_ids=stop)[i] for i in (1, 2)]
