@@ -74,7 +74,7 @@ def needed_mb(facts: ModelFacts, where: str, dtype_bytes: int = 2) -> float:
 
 def check_model(name: str = BUNDLED) -> ModelCheck:
     """Read the model's config (no weights) and say whether it fits the memory free now (GPU memory on a GPU)."""
-    from .models import best_dtype
+    from .models import scoring_dtype
 
     name = (name or BUNDLED).strip()
     if _is_hub_id(name):
@@ -83,7 +83,7 @@ def check_model(name: str = BUNDLED) -> ModelCheck:
             raise ModelLoadError(reason)
     facts = model_facts(name)
     where = device()
-    dtype_bytes = 4 if str(best_dtype()) == "torch.float32" else 2
+    dtype_bytes = 4 if str(scoring_dtype()) == "torch.float32" else 2
     needed = needed_mb(facts, where, dtype_bytes)
     free = available_mb()
     fits = needed < 0.9 * free

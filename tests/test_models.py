@@ -146,3 +146,13 @@ def test_bundled_model_converts_once_and_is_reused(tmp_path, monkeypatch):
         assert models.token_counter("bundled")(texts) == second.count_tokens(texts)
     finally:
         models.clear_cache()  # later tests load the bundled model from the shared cache again
+
+
+def test_answers_are_computed_in_float32_on_the_cpu_unless_forced(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("PVF_DTYPE", raising=False)
+    if models.placement()[0] == "cpu":
+        assert models.scoring_dtype() is torch.float32  # bf16 rounding would tie a row's answer to its batch
+    monkeypatch.setenv("PVF_DTYPE", "bfloat16")
+    assert models.scoring_dtype() is torch.bfloat16
