@@ -35,7 +35,7 @@ def demo_server(tmp_path_factory):
            "HF_TOKEN": FAKE_TOKEN}
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+               "--browser.gatherUsageStats", "false"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
@@ -148,7 +148,7 @@ def test_fragments_rerun_in_the_sessions_workspace(browser, tmp_path):
     with open(tmp_path / "log", "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
                                     "--server.address", "127.0.0.1", "--server.headless", "true",
-                                    "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                                    "--browser.gatherUsageStats", "false"],
                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
