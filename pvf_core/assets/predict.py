@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Label a CSV with a model and prompt exported by PvF Studio. Needs only torch, transformers and peft.
+
+    python predict.py [--base-model DIR] INPUT.csv OUTPUT.csv
+
+Writes INPUT's rows to OUTPUT with a ``prediction`` column (and, for labels, one ``p_<label>`` column
+each: how sure the model is). Without ``--base-model`` the base model is loaded by its hub id (in
+``prompt.json``, ``base_model``); give a local copy of that model with ``--base-model``.
+
+It does what PvF Studio did when it scored this arm, row by row:
+* the prompt: ``prompt.json`` holds the system message, the examples (or, for "similar" examples, the
+  training rows they are picked from by TF-IDF word overlap) and the model's chat template;
+* labels: each label's answer tokens (its word + the end-of-turn token) are scored after the prompt,
+  as the mean log-probability per token; the calibration in ``calibration.json`` is then applied to each
+  row on its own: probabilities = softmax(log_softmax(scores) - log_bias), and the likeliest label wins;
+* text-to-text: greedy generation, stopping at the end of turn, the row's token limit or (if set) the
+  first line break;
+* the adapter (``adapter_model.safetensors`` next to this file, if there is one) is merged into the
+  base model, in the data type PvF Studio used (``dtype`` in ``prompt.json``; ``--dtype`` changes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+# -- reading and writing ------------------------------------------------------------------------------------
+
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    raw = path.read_bytes()
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            text = raw.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    try:
+        dialect = csv.Sniffer().sniff(text[:20000], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.DictReader(text.splitlines(keepends=True), dialect=dialect)
+    rows = [dict(row) for row in reader]
+    return list(reader.fieldnames or []), rows
+
+
+def text_column(columns: list[str], wanted: str | None, recorded: str | None) -> str:
+    if wanted:
+        if wanted not in columns:
+            sys.exit(f"Error: INPUT has no column '{wanted}' (it has {', '.join(columns)}).")
+        return wanted
+    for name in (recorded, "text", "input"):
+        if name and name in columns:
+            return name
+    if not columns:
+        sys.exit("Error: INPUT has no columns.")
+    return columns[0]
+
+
+# -- the prompt ---------------------------------------------------------------------------------------------
+
+def messages_for(prompt: dict, text: str, examples: list[list[str]]) -> list[dict[str, str]]:
+    """System message, the examples, then the row (PvF Studio's prompting.build_messages)."""
+    words = prompt["words"]
+    messages = [{"role": "system", "content": prompt["system"]}]
+    if prompt["example_style"] == "conversation":
+        for ex_text, ex_label in examples:
+            messages += [{"role": "user", "content": ex_text},
+                         {"role": "assistant", "content": words.get(ex_label) or ex_label}]
+        messages.append({"role": "user", "content": text})
+    else:
+        blocks = [f"Text: {t}\nAnswer: {words.get(label) or label}" for t, label in examples]
+        content = ("Examples:\n\n" + "\n\n".join(blocks) + "\n\nText: " + text) if blocks else text
+        messages.append({"role": "user", "content": content})
+    return messages
+
+
+class Prompter:
+    """Token ids of one row's prompt: head + the row's tokens (cut to fit) + tail."""
+
+    def __init__(self, prompt: dict, tokenizer) -> None:
+        self.prompt, self.tokenizer = prompt, tokenizer
+        self.frames: dict = {}
+        self.similar = Similar(prompt["examples"]["pool"]) if prompt["examples"]["selection"] == "similar" else None
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def examples(self, text: str) -> list[list[str]]:
+        found = self.prompt["examples"]
+        if self.similar is None:
+            return found["items"]
+        return [found["pool"][i] for i in self.similar.nearest(text, found["k"])]
+
+    def ids(self, text: str) -> list[int]:
+        examples = self.examples(text)
+        key = tuple(map(tuple, examples))
+        if key not in self.frames:
+            placeholder = self.prompt["row_placeholder"]
+            rendered = self.tokenizer.apply_chat_template(messages_for(self.prompt, placeholder, examples),
+                                                          tokenize=False, add_generation_prompt=True)
+            head, tail = rendered.split(placeholder)
+            self.frames[key] = (self.encode(head), self.encode(tail))
+        head, tail = self.frames[key]
+        body = self.encode(text)
+        room = self.prompt["max_prompt_tokens"]
+        if len(head) + len(body) + len(tail) > room:
+            body = body[:max(0, room - len(head) - len(tail))]
+        return head + body + tail
+
+
+class Similar:
+    """The pool rows most similar to a text: TF-IDF over words and word pairs, as PvF Studio picks them
+    (scikit-learn's TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), written out here)."""
+
+    TOKEN = re.compile(r"(?u)\b\w\w+\b")
+
+    def __init__(self, pool: list[list[str]]) -> None:
+        docs = [self.terms(text) for text, _ in pool]
+        counts = Counter(term for doc in docs for term in set(doc))
+        self.vocabulary = {term: i for i, term in enumerate(sorted(counts))}
+        n = len(docs)
+        self.idf = {term: math.log((1 + n) / (1 + df)) + 1.0 for term, df in counts.items()}
+        self.vectors = [self.vector(doc) for doc in docs]
+
+    def terms(self, text: str) -> list[str]:
+        words = self.TOKEN.findall(str(text).lower())
+        return words + [" ".join(pair) for pair in zip(words, words[1:])]
+
+    def vector(self, terms: list[str]) -> dict[str, float]:
+        counts = Counter(t for t in terms if t in self.idf)
+        weights = {t: (math.log(c) + 1.0) * self.idf[t] for t, c in counts.items()}
+        norm = math.sqrt(sum(w * w for w in weights.values()))
+        return {t: w / norm for t, w in weights.items()} if norm else {}
+
+    def nearest(self, text: str, k: int) -> list[int]:
+        query = self.vector(self.terms(text))
+        order = sorted(query, key=self.vocabulary.get)
+        scores = [sum(query[t] * v[t] for t in order if t in v) for v in self.vectors]
+        top = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
+        return top[::-1]  # most similar last, nearest the question
+
+
+# -- the model ----------------------------------------------------------------------------------------------
+
+def load(base: str, dtype_name: str, device: str):
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = getattr(torch, dtype_name)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    kind = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    model = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True, **{kind: dtype})
+    if (HERE / "adapter_model.safetensors").is_file():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(HERE)).merge_and_unload()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer
+
+
+def label_scores(model, prompt_ids: list[int], answers: list[list[int]], pad_id: int, device: str) -> torch.Tensor:
+    """Mean log-probability per token of each answer after the prompt."""
+    sequences = [prompt_ids + answer[:-1] for answer in answers]
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, sequence in enumerate(sequences):
+        ids[i, :len(sequence)] = torch.tensor(sequence)
+        mask[i, :len(sequence)] = 1
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    scores = []
+    for i, answer in enumerate(answers):
+        start = len(prompt_ids) - 1
+        picked = [logprobs[i, start + t, token].double() for t, token in enumerate(answer)]
+        scores.append(torch.stack(picked).sum() / len(answer))
+    return torch.stack(scores).cpu()
+
+
+def generate(model, tokenizer, prompt_ids: list[int], limit: int, stop_ids: set[int], stop_at_newline: bool,
+             device: str) -> str:
+    """Greedy answer: stops at an end token, at ``limit`` tokens, or at a line break after some text."""
+    out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
+    cache, token = out.past_key_values, int(out.logits[0, -1].argmax())
+    generated: list[int] = []
+    for _ in range(limit):
+        if token in stop_ids:
+            break
+        generated.append(token)
+        if stop_at_newline and "\n" in tokenizer.decode(generated).lstrip():
+            break
+        out = model(input_ids=torch.tensor([[token]], device=device), past_key_values=cache, use_cache=True)
+        cache, token = out.past_key_values, int(out.logits[0, -1].argmax())
+    text = tokenizer.decode(generated, skip_special_tokens=True)
+    return (text.strip().split("\n")[0] if stop_at_newline else text).strip()
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", type=Path, help="CSV with the texts to label")
+    parser.add_argument("output", type=Path, help="where to write INPUT's rows with a prediction column")
+    parser.add_argument("--base-model", default=None, help="a local folder with the base model (default: the hub id)")
+    parser.add_argument("--text-column", default=None, help="the column with the texts (default: as in training)")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: what PvF Studio used)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+
+    prompt = json.loads((HERE / "prompt.json").read_text(encoding="utf-8"))
+    calibration = json.loads((HERE / "calibration.json").read_text(encoding="utf-8"))
+    columns, rows = read_rows(args.input)
+    column = text_column(columns, args.text_column, prompt.get("text_column"))
+    model, tokenizer = load(args.base_model or prompt["base_model"], args.dtype or prompt["dtype"], args.device)
+    tokenizer.chat_template = prompt["chat_template"]  # the template PvF Studio rendered with
+    prompter = Prompter(prompt, tokenizer)
+    labels = prompt["labels"]
+    extra = ["prediction"] + ([f"p_{label}" for label in labels] if prompt["task"] == "classification" else [])
+    with torch.inference_mode():
+        for n, row in enumerate(rows, 1):
+            text = (row.get(column) or "").strip()
+            ids = prompter.ids(text)
+            if prompt["task"] == "classification":
+                scores = label_scores(model, ids, prompt["answer_ids"], tokenizer.pad_token_id or 0, args.device)
+                bias = torch.tensor(calibration.get("log_bias") or [0.0] * len(labels), dtype=torch.float64)
+                probs = torch.softmax(torch.log_softmax(scores, dim=-1) - bias, dim=-1)
+                row["prediction"] = labels[int(probs.argmax())]
+                for label, p in zip(labels, probs.tolist()):
+                    row[f"p_{label}"] = f"{p:.4f}"
+            else:
+                generation = prompt["generation"]
+                limit = min(generation["max_answer_tokens"], 2 * len(prompter.encode(text)) + 16)
+                row["prediction"] = generate(model, tokenizer, ids, limit, set(generation["stop_ids"]),
+                                             generation["stop_at_newline"], args.device)
+            if n % 25 == 0 or n == len(rows):
+                print(f"{n}/{len(rows)} rows", file=sys.stderr)
+    with open(args.output, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[c for c in columns if c not in extra] + extra,
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Portable export: predict.py, run on its own in a subprocess, gives the predictions PvF Studio reported."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import toy_reviews
+from pvf_core.evaluate import Arm, evaluate
+from pvf_core.export import (BUNDLED_HUB_ID, ArmPackage, apply_calibration, export_arm, hub_id, predict_texts)
+from pvf_core.prompting import PromptSpec
+
+
+def run_predict(folder: Path, base: Path | str, rows: pd.DataFrame, tmp_path: Path) -> pd.DataFrame:
+    """Run the export's predict.py as a user would: a plain python, only --base-model given."""
+    source, target = tmp_path / "input.csv", tmp_path / "output.csv"
+    rows.to_csv(source, index=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PVF_")}
+    env.update(HF_HUB_OFFLINE="1", PYTHONPATH="")  # nothing of PvF Studio on the path
+    done = subprocess.run([sys.executable, str(folder / "predict.py"), "--base-model", str(base), str(source),
+                           str(target)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return pd.read_csv(target, keep_default_na=False, dtype=str)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return toy_reviews(60, seed=1), toy_reviews(24, seed=2)
+
+
+@pytest.mark.parametrize("spec", [
+    PromptSpec(instruction="Is the review positive or negative?", shots=2, selection="balanced"),
+    PromptSpec(instruction="Is the review positive or negative?", shots=3, selection="similar", calibration="none"),
+    PromptSpec(shots=0, calibration="content-free", verbalizers={"positive": "good", "negative": "bad"}),
+], ids=["balanced-batch", "similar-none", "zero-content-free"])
+def test_predict_py_reproduces_the_reported_predictions(spec, toy, tiny_model, tiny_model_dir, tmp_path):
+    train, test = toy
+    arm = Arm(spec.name(), spec, model=str(tiny_model_dir))
+    result = evaluate(arm, test, task="classification", train=train, loaded=tiny_model)
+    folder = export_arm(tmp_path / "export", arm, result, train=train, loaded=tiny_model)
+
+    for name in ("predict.py", "prompt.txt", "prompt.json", "calibration.json", "README.md", "scores.json"):
+        assert (folder / name).is_file(), name
+    assert not (folder / "adapter_config.json").exists()  # a prompt arm has no adapter
+    out = run_predict(folder, tiny_model_dir, test, tmp_path)
+    assert list(out.columns[:3]) == ["text", "label", "prediction"]
+    assert list(out["prediction"]) == result.predictions
+    # the probabilities agree too (4 decimals in the file)
+    for label in ("positive", "negative"):
+        reported = [round(s[label], 4) for s in result.label_scores]
+        assert [float(x) for x in out[f"p_{label}"]] == pytest.approx(reported, abs=2e-3)
+
+    # PvF Studio's own engine answers with the export the same way, each row on its own
+    package = ArmPackage.load(folder)
+    answers = predict_texts(package, list(test["text"]), model=str(tiny_model_dir), loaded=tiny_model)
+    assert answers.predictions == result.predictions
+    one = predict_texts(package, [test["text"].iloc[5]], model=str(tiny_model_dir), loaded=tiny_model)
+    assert one.predictions == [result.predictions[5]]  # a prediction never depends on other rows
+
+
+def test_batch_calibration_is_exported_as_a_fixed_bias(toy, tiny_model, tiny_model_dir, tmp_path):
+    train, test = toy
+    spec = PromptSpec(shots=2, selection="random")
+    arm = Arm(spec.name(), spec, model=str(tiny_model_dir))
+    result = evaluate(arm, test, task="classification", train=train, loaded=tiny_model)
+    folder = export_arm(tmp_path / "e", arm, result, train=train, loaded=tiny_model)
+    calibration = json.loads((folder / "calibration.json").read_text())
+    assert calibration["method"] == "batch" and calibration["rows"] == len(test)
+    assert calibration["labels"] == result.spec["labels"]
+    raw = [[row[label] for label in calibration["labels"]] for row in result.raw_label_scores]
+    import numpy as np
+
+    probs = apply_calibration(np.log(np.array(raw)), calibration["log_bias"])
+    expected = [[row[label] for label in calibration["labels"]] for row in result.label_scores]
+    np.testing.assert_allclose(probs, expected, atol=1e-9)
+    prompt = json.loads((folder / "prompt.json").read_text())
+    assert len(prompt["examples"]["items"]) == 2 and prompt["base_model"] == str(Path(tiny_model_dir).resolve())
+    text = (folder / "prompt.txt").read_text()
+    assert PromptSpec.from_dict(result.spec).system_message() in text and "{text}" in text
+
+
+def test_text_to_text_export_reproduces_the_answers(tiny_model, tiny_model_dir, tmp_path):
+    rows = pd.DataFrame({"text": ["fix this sentense", "the dog run fast", "i has a cat"],
+                         "label": ["fix this sentence", "the dog runs fast", "i have a cat"]})
+    spec = PromptSpec(task="text-to-text", instruction="Correct the grammar.", max_answer_tokens=8)
+    arm = Arm("zero-shot", spec, model=str(tiny_model_dir))
+    result = evaluate(arm, rows, task="text-to-text", loaded=tiny_model)
+    folder = export_arm(tmp_path / "t2t", arm, result, loaded=tiny_model)
+    out = run_predict(folder, tiny_model_dir, rows, tmp_path)
+    assert list(out["prediction"]) == result.predictions
+
+
+def test_an_adapter_is_exported_with_the_hub_id_and_reproduces(toy, tiny_model, tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "adapter"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(adapter, safe_serialization=True)
+    train, test = toy
+    spec = PromptSpec(instruction="Is the review positive or negative?")
+    arm = Arm("LoRA", spec, model=str(tiny_model_dir), adapter=str(adapter))
+    result = evaluate(arm, test, task="classification")
+    folder = export_arm(tmp_path / "lora", arm, result)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == hub_id(str(tiny_model_dir))
+    assert (folder / "adapter_model.safetensors").is_file()
+    assert hub_id(str(tiny_model_dir)) in (folder / "README.md").read_text()
+    out = run_predict(folder, tiny_model_dir, test, tmp_path)
+    assert list(out["prediction"]) == result.predictions
+
+
+def test_hub_id_of_models(tmp_path):
+    from pvf_core.models import CONVERTED_NAME, model_cache_dir
+
+    assert hub_id("bundled") == BUNDLED_HUB_ID
+    assert hub_id("HuggingFaceTB/SmolLM2-360M-Instruct") == "HuggingFaceTB/SmolLM2-360M-Instruct"
+    assert hub_id(str(model_cache_dir() / CONVERTED_NAME)) == BUNDLED_HUB_ID
+    named = tmp_path / "named"
+    named.mkdir()
+    (named / "config.json").write_text(json.dumps({"_name_or_path": "org/some-model"}))
+    assert hub_id(str(named)) == "org/some-model"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text(json.dumps({"_name_or_path": "/home/me/model"}))
+    assert hub_id(str(plain)) == str(plain.resolve())
+
+
+def test_predict_py_needs_only_torch_transformers_and_peft():
+    source = (Path(__file__).resolve().parent.parent / "pvf_core" / "assets" / "predict.py").read_text()
+    imported = {line.split()[1].split(".")[0] for line in source.splitlines()
+                if line.strip().startswith(("import ", "from ")) and not line.strip().startswith("from __future__")}
+    assert imported <= {"argparse", "csv", "json", "math", "re", "sys", "collections", "pathlib", "torch",
+                        "transformers", "peft"}, imported
