@@ -515,6 +515,9 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
     scored = evaluate(arm, splits.test, task=splits.task, labels=splits.labels or None,
                       on_progress=_eval_progress(), should_stop=log.should_stop)
     run.with_evaluation(scored)
+    from .export import export_arm
+
+    export_arm(folder, arm, scored)  # the folder runs without PvF Studio: hub id, prompt files, predict.py
     if predictions:
         scored.predictions_frame(scores=False).to_csv(predictions, index=False)
     return {"arm": scored.arm, "task": scored.task, "n_test": scored.n_test, "metrics": scored.metrics,

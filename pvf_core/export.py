@@ -104,7 +104,7 @@ def calibration_of(result: Any, spec: Any, *, train: pd.DataFrame | None = None,
         from .prompting import CONTENT_FREE_TEXT, Renderer
 
         if loaded is None:
-            raise SettingsError("Content-free calibration is exported with the model loaded.")
+            raise SettingsError("Content-free calibration is exported with the arm's model loaded.")
         renderer = Renderer(spec, loaded.tokenizer)
         answers = [renderer.answer_ids(label) for label in labels]
         free = score_labels(loaded, [renderer.prompt_ids(CONTENT_FREE_TEXT, list(examples))], answers)[0]
@@ -198,7 +198,13 @@ def export_arm(folder: str | Path, arm: Any, result: Any, *, train: pd.DataFrame
         data["text_column"] = text_column
     if calibration is None:
         examples = [tuple(e) for e in data["examples"].get("items", [])]
-        calibration = calibration_of(result, spec, train=train, loaded=loaded, examples=examples)
+        scorer = None
+        if spec.task == "classification" and spec.calibration == "content-free" and not getattr(
+                result, "calibration_fit", None):
+            from .evaluate import load_arm_model
+
+            scorer = load_arm_model(arm, loaded)  # the content-free text is scored by the arm itself
+        calibration = calibration_of(result, spec, train=train, loaded=scorer, examples=examples)
     if arm.adapter:
         _copy_adapter(Path(arm.adapter), folder, base)
     scores = scores_of(arm, result)

@@ -142,3 +142,24 @@ def test_predict_py_needs_only_torch_transformers_and_peft():
                 if line.strip().startswith(("import ", "from ")) and not line.strip().startswith("from __future__")}
     assert imported <= {"argparse", "csv", "json", "math", "re", "sys", "collections", "pathlib", "torch",
                         "transformers", "peft"}, imported
+
+
+def test_finetune_output_is_a_portable_export(tiny_learner_dir, toy_csvs, tmp_path, one_thread):
+    from click.testing import CliRunner
+
+    from pvf_core.cli import cli
+
+    train, test = toy_csvs
+    out, predictions = tmp_path / "adapter", tmp_path / "reported.csv"
+    done = CliRunner().invoke(cli, [str(a) for a in (
+        "finetune", "--train", train, "--test", test, "--model", tiny_learner_dir, "--limit", 12, "--output", out,
+        "--predictions", predictions, "--learning-rate", "0.01", "--epochs", "1", "--json")])
+    assert done.exit_code == 0, done.output
+    for name in ("adapter_config.json", "adapter_model.safetensors", "predict.py", "prompt.txt", "prompt.json",
+                 "README.md", "calibration.json"):
+        assert (out / name).is_file(), name
+    base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base == hub_id(str(tiny_learner_dir)) and base in (out / "README.md").read_text()
+    reported = pd.read_csv(predictions, keep_default_na=False, dtype=str)
+    got = run_predict(out, tiny_learner_dir, reported[["text"]], tmp_path)
+    assert list(got["prediction"]) == list(reported["prediction"])
