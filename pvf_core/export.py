@@ -417,3 +417,158 @@ def apply_calibration(scores: np.ndarray, log_bias: Sequence[float] | None) -> n
     adjusted = log_probs - bias
     adjusted = np.exp(adjusted - adjusted.max(axis=-1, keepdims=True))
     return adjusted / adjusted.sum(axis=-1, keepdims=True)
+
+
+# -- saved arms: prompt versions and fine-tuning runs -----------------------------------------------------------
+
+EXPORT_DIR = "export"  # an arm's export, inside its run folder
+
+
+@dataclass
+class SavedArm:
+    """A prompt version or a finished fine-tuning run that can answer new rows."""
+
+    kind: str           # "prompt" | "finetune"
+    id: int             # the version id (prompt) or run id (finetune)
+    name: str
+    run_id: int | None
+    metrics: dict
+
+    @property
+    def label(self) -> str:
+        return f"{'Prompt' if self.kind == 'prompt' else 'Fine-tuned'}: {self.name}"
+
+
+def saved_arms(store: Any, dataset_id: int | None) -> list[SavedArm]:
+    """A dataset's prompt versions and finished fine-tuning runs, newest first."""
+    arms = [SavedArm("prompt", v.id, v.name, v.run_id, v.metrics) for v in store.list_prompt_versions(dataset_id)]
+    arms.reverse()
+    for run in store.list_runs(kind="finetune", dataset_id=dataset_id, status="done"):
+        if run.folder and (Path(run.folder) / "adapter_model.safetensors").is_file():
+            arms.append(SavedArm("finetune", run.id, run.name or f"run {run.id}", run.id, run.metrics))
+    return arms
+
+
+def model_id_of(recorded: str | None) -> str:
+    """The model a prompt version ran on, as ``load_model`` takes it (versions record its display name)."""
+    from .models import BUNDLED, BUNDLED_LABEL
+
+    if not recorded or recorded == BUNDLED_LABEL:
+        return BUNDLED
+    return recorded
+
+
+def export_prompt_version(version_id: int, *, store: Any = None, loaded: Any = None) -> Path:
+    """The export of a saved prompt version (written once into its run folder, then reused)."""
+    from .compare import load_eval_result
+    from .data import load_dataset
+    from .evaluate import Arm
+    from .jobs import run_folder
+    from .prompting import PromptSpec
+    from .store import Store
+
+    store = store or Store()
+    version = next((v for v in store.list_prompt_versions() if v.id == version_id), None)
+    if version is None:
+        raise SettingsError(f"There is no prompt version {version_id} in this workspace.",
+                            "See the saved versions on the Prompt builder page.")
+    run = store.get_run(version.run_id) if version.run_id is not None else None
+    folder = Path(run.folder) if run and run.folder else run_folder(version.run_id or 0)
+    target = folder / EXPORT_DIR
+    if (target / PROMPT_FILE).is_file():
+        return target
+    result = load_eval_result(folder) if run and run.folder else None
+    dataset = load_dataset(version.dataset_id, store=store) if version.dataset_id is not None else None
+    spec = PromptSpec.from_dict(version.spec)
+    model = model_id_of(run.settings.get("model") if run else None)
+    if result is None and spec.task == "classification" and not spec.labels and dataset is not None:
+        spec = spec.with_(labels=list(dataset.splits.labels))
+    arm = Arm(version.name, spec, model=model)
+    return export_arm(target, arm, result, train=dataset.splits.train if dataset else None, loaded=loaded,
+                      text_column=dataset.mapping.text_column if dataset else None)
+
+
+def export_finetune_run(folder: str | Path, *, loaded: Any = None) -> Path:
+    """The export of a fine-tuning run folder: the folder itself once it holds one, else written into it."""
+    from .compare import load_eval_result
+    from .finetune import FinetuneRun
+
+    folder = Path(folder)
+    if (folder / PROMPT_FILE).is_file():
+        return folder
+    run = FinetuneRun.load(folder)
+    return export_arm(folder, run.arm(), load_eval_result(folder), loaded=loaded)
+
+
+def export_saved(arm: SavedArm, *, store: Any = None) -> Path:
+    from .store import Store
+
+    store = store or Store()
+    if arm.kind == "prompt":
+        return export_prompt_version(arm.id, store=store)
+    run = store.get_run(arm.id)
+    if run is None or not run.folder:
+        raise SettingsError(f"Run {arm.id} has no folder to export.")
+    return export_finetune_run(run.folder)
+
+
+def package_from_prompt_file(path: str | Path, *, model: str = "bundled") -> ArmPackage:
+    """An exported ``prompt.json`` (its folder is the package), or a prompt specification JSON (zero-shot)."""
+    from .errors import DataError
+    from .evaluate import Arm
+    from .prompting import PromptSpec
+
+    path = Path(path).expanduser()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DataError(f"The prompt file {path} could not be read as JSON ({error}).") from None
+    if not isinstance(data, dict):
+        raise DataError(f"The prompt file {path} holds no prompt (a JSON object is expected).")
+    if "format" in data and "spec" in data:
+        return ArmPackage.load(path.parent)
+    spec = PromptSpec.from_dict(data)
+    if spec.n_examples:
+        raise SettingsError("A prompt with examples needs the training rows they come from.",
+                            "Use --prompt-version, or the prompt.json of an export.")
+    if spec.task == "classification" and not spec.labels:
+        raise SettingsError("The prompt lists no labels to choose from.", "Add \"labels\": [...] to the file.")
+    import tempfile
+
+    target = Path(tempfile.mkdtemp(prefix="pvf-prompt-"))
+    return ArmPackage.load(export_arm(target, Arm(spec.name(), spec, model=model), None))
+
+
+def text_column_of(table: Any, wanted: str | None = None, recorded: str | None = None) -> str:
+    """The column of an unlabelled CSV that holds the texts to answer."""
+    from .errors import DataError
+
+    columns = list(table.columns)
+    if wanted:
+        if wanted not in columns:
+            raise DataError(f"The file has no column '{wanted}'; its columns are {', '.join(columns)}.")
+        return wanted
+    for name in (recorded, "text", "input"):
+        if name and name in columns:
+            return name
+    if len(columns) == 1:
+        return columns[0]
+    lengths = {c: table.frame[c].astype(str).str.len().mean() for c in columns}
+    return max(columns, key=lambda c: lengths[c])  # the column with the longest texts
+
+
+def label_frame(package: ArmPackage, frame: pd.DataFrame, column: str, *, model: str | None = None,
+                loaded: Any = None, on_progress: Progress | None = None) -> tuple[pd.DataFrame, Answers]:
+    """``frame`` with a ``prediction`` column (and ``p_<label>`` columns), answered row by row."""
+    from .errors import DataError
+
+    texts = [str(t) for t in frame[column]]
+    if not any(t.strip() for t in texts):
+        raise DataError(f"The column '{column}' is empty: there is nothing to answer.")
+    answers = predict_texts(package, texts, model=model, loaded=loaded, on_progress=on_progress)
+    out = frame.copy()
+    out["prediction"] = answers.predictions
+    if answers.probabilities:
+        for label in package.prompt["labels"]:
+            out[f"p_{label}"] = [round(p[label], 4) for p in answers.probabilities]
+    return out, answers
