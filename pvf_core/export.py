@@ -572,3 +572,19 @@ def label_frame(package: ArmPackage, frame: pd.DataFrame, column: str, *, model:
         for label in package.prompt["labels"]:
             out[f"p_{label}"] = [round(p[label], 4) for p in answers.probabilities]
     return out, answers
+
+
+def zip_export(folder: str | Path) -> bytes:
+    """An export folder as zip bytes (for a download button): the adapter, prompt files, predict.py, card."""
+    import io
+    import zipfile
+
+    folder = Path(folder)
+    names = ["adapter_model.safetensors", "adapter_config.json", "README.md", "prompt.txt", PROMPT_FILE,
+             CALIBRATION_FILE, SCORES_FILE, "predict.py"]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in names:
+            if (folder / name).is_file():
+                archive.write(folder / name, arcname=name)
+    return buffer.getvalue()
