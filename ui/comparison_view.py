@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from pvf_core.compare import CAUTION, Comparison, CostModel, Priorities, disagreements
-from pvf_core.report import comparison_figures, write_report
+from pvf_core.report import comparison_figures, readable_metrics_table, write_report
 from ui.settings_form import settings_widgets
 
 
@@ -69,21 +69,7 @@ def show(comparison: Comparison, folder: Path) -> None:
 
 
 def _readable_table(comparison: Comparison) -> pd.DataFrame:
-    table = comparison.metrics_table()
-    metric = "accuracy" if comparison.task == "classification" else "chrf"
-    scale = 100 if metric == "accuracy" else 1
-    out = pd.DataFrame({"arm": table["arm"], "kind": table["kind"]})
-    out[metric] = [f"{v * scale:.1f} ({lo * 100:.1f}–{hi * 100:.1f})" if lo is not None else f"{v * scale:.1f}"
-                   for v, lo, hi in zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
-    second = "macro_f1" if metric == "accuracy" else "exact_match"
-    out[second] = (table[second] * 100).round(1)
-    out["ms per text (p50 / p95)"] = [f"{a:.0f} / {b:.0f}" for a, b in zip(table["latency_ms_p50"], table["latency_ms_p95"])]
-    out["prompt tokens per text"] = table["prompt_tokens_per_query"].round(0)
-    out["peak memory (MB)"] = table["peak_memory_mb"].round(0)
-    out["training (s)"] = table["train_seconds"].round(0)
-    out["$ per 1,000 texts"] = table["cost_per_1000_queries"].map(lambda v: f"{v:.4f}")
-    out["$ per month"] = table["monthly_cost"].map(lambda v: f"{v:,.2f}")
-    return out
+    return readable_metrics_table(comparison)  # the same table the HTML report shows
 
 
 def _exports(comparison: Comparison, folder: Path) -> None:
