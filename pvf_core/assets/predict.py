@@ -102,7 +102,8 @@ class Prompter:
             return found["items"]
         return [found["pool"][i] for i in self.similar.nearest(text, found["k"])]
 
-    def ids(self, text: str) -> list[int]:
+    def ids(self, text: str) -> tuple[list[int], list[int]]:
+        """(head, rest): the ids before the row (shared by rows with the same examples), then the row's."""
         examples = self.examples(text)
         key = tuple(map(tuple, examples))
         if key not in self.frames:
@@ -116,7 +117,7 @@ class Prompter:
         room = self.prompt["max_prompt_tokens"]
         if len(head) + len(body) + len(tail) > room:
             body = body[:max(0, room - len(head) - len(tail))]
-        return head + body + tail
+        return head, body + tail
 
 
 class Similar:
@@ -171,30 +172,71 @@ def load(base: str, dtype_name: str, device: str):
     return model.to(device).eval(), tokenizer
 
 
-def label_scores(model, prompt_ids: list[int], answers: list[list[int]], pad_id: int, device: str) -> torch.Tensor:
-    """Mean log-probability per token of each answer after the prompt."""
-    sequences = [prompt_ids + answer[:-1] for answer in answers]
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, sequence in enumerate(sequences):
-        ids[i, :len(sequence)] = torch.tensor(sequence)
-        mask[i, :len(sequence)] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    scores = []
-    for i, answer in enumerate(answers):
-        start = len(prompt_ids) - 1
-        picked = [logprobs[i, start + t, token].double() for t, token in enumerate(answer)]
-        scores.append(torch.stack(picked).sum() / len(answer))
-    return torch.stack(scores).cpu()
+def cache_argument(model, cache) -> dict:
+    """The key/value cache as this transformers version takes it (``cache`` from 5.x, else ``past_key_values``)."""
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return {name: cache} if cache is not None else {}
+
+
+def cache_of(out):
+    found = getattr(out, "cache", None)
+    return found if found is not None else out.past_key_values
+
+
+def keep(cache, length: int) -> None:
+    """Cut the cache back to its first ``length`` tokens (a negative count works in 4.x and 5.x)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+class LabelScorer:
+    """Mean log-probability per token of each answer after a prompt.
+
+    The prompt's head (system message and examples) is computed once and its key/value cache kept; each
+    row then runs only its own tokens after it, and each multi-token answer its tokens after the row.
+    """
+
+    def __init__(self, model, answers: list[list[int]], device: str) -> None:
+        self.model, self.answers, self.device = model, answers, device
+        self.head: list[int] | None = None
+        self.cache = None
+
+    def forward(self, ids: list[int]):
+        out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
+                         **cache_argument(self.model, self.cache))
+        self.cache = cache_of(out)
+        return torch.log_softmax(out.logits[0].float(), dim=-1)
+
+    def __call__(self, head: list[int], rest: list[int]) -> torch.Tensor:
+        if head != self.head:
+            self.cache, self.head = None, list(head)
+            if head:
+                self.forward(head)
+        after_row = len(head) + len(rest)
+        row = self.forward(rest)
+        scores = []
+        for answer in self.answers:
+            picked = [row[-1, answer[0]].double()]
+            if len(answer) > 1:
+                more = self.forward(answer[:-1])
+                picked += [more[t, token].double() for t, token in enumerate(answer[1:])]
+                keep(self.cache, after_row)
+            scores.append(torch.stack(picked).sum() / len(answer))
+        if self.cache is not None:
+            keep(self.cache, len(head))
+        if not head:
+            self.cache = None
+        return torch.stack(scores).cpu()
 
 
 def generate(model, tokenizer, prompt_ids: list[int], limit: int, stop_ids: set[int], stop_at_newline: bool,
              device: str) -> str:
     """Greedy answer: stops at an end token, at ``limit`` tokens, or at a line break after some text."""
     out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
-    cache, token = out.past_key_values, int(out.logits[0, -1].argmax())
+    cache, token = cache_of(out), int(out.logits[0, -1].argmax())
     generated: list[int] = []
     for _ in range(limit):
         if token in stop_ids:
@@ -202,8 +244,8 @@ def generate(model, tokenizer, prompt_ids: list[int], limit: int, stop_ids: set[
         generated.append(token)
         if stop_at_newline and "\n" in tokenizer.decode(generated).lstrip():
             break
-        out = model(input_ids=torch.tensor([[token]], device=device), past_key_values=cache, use_cache=True)
-        cache, token = out.past_key_values, int(out.logits[0, -1].argmax())
+        out = model(input_ids=torch.tensor([[token]], device=device), use_cache=True, **cache_argument(model, cache))
+        cache, token = cache_of(out), int(out.logits[0, -1].argmax())
     text = tokenizer.decode(generated, skip_special_tokens=True)
     return (text.strip().split("\n")[0] if stop_at_newline else text).strip()
 
@@ -228,13 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer.chat_template = prompt["chat_template"]  # the template PvF Studio rendered with
     prompter = Prompter(prompt, tokenizer)
     labels = prompt["labels"]
+    scorer = LabelScorer(model, prompt["answer_ids"], args.device)
     extra = ["prediction"] + ([f"p_{label}" for label in labels] if prompt["task"] == "classification" else [])
     with torch.inference_mode():
         for n, row in enumerate(rows, 1):
             text = (row.get(column) or "").strip()
-            ids = prompter.ids(text)
+            head, rest = prompter.ids(text)
             if prompt["task"] == "classification":
-                scores = label_scores(model, ids, prompt["answer_ids"], tokenizer.pad_token_id or 0, args.device)
+                scores = scorer(head, rest)
                 bias = torch.tensor(calibration.get("log_bias") or [0.0] * len(labels), dtype=torch.float64)
                 probs = torch.softmax(torch.log_softmax(scores, dim=-1) - bias, dim=-1)
                 row["prediction"] = labels[int(probs.argmax())]
@@ -243,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 generation = prompt["generation"]
                 limit = min(generation["max_answer_tokens"], 2 * len(prompter.encode(text)) + 16)
-                row["prediction"] = generate(model, tokenizer, ids, limit, set(generation["stop_ids"]),
+                row["prediction"] = generate(model, tokenizer, head + rest, limit, set(generation["stop_ids"]),
                                              generation["stop_at_newline"], args.device)
             if n % 25 == 0 or n == len(rows):
                 print(f"{n}/{len(rows)} rows", file=sys.stderr)
