@@ -160,10 +160,10 @@ version = versions[shown]
 run = store.get_run(version.run_id)
 version_spec = PromptSpec.from_dict(version.spec)
 prompt_results.scores(version.metrics, run.timings, task)
-prompt_results.collapse_warning(version.metrics)
+prompt_results.collapse_warning(version.metrics, version_spec)
 left, right = st.columns([3, 1])
-left.caption(f"{version_spec.name()} · calibration {version.metrics.get('calibration', 'none')} · "
-             f"{run.timings.get('n_test', len(test))} test rows")
+left.caption(f"{version_spec.name()} · calibration: {prompt_results.calibration_words(version.metrics.get('calibration'))}"
+             f" · {run.timings.get('n_test', len(test))} test rows", help=prompt_results.CALIBRATION_HELP)
 right.button("Edit this version", key="pb_edit", on_click=prompt_form.apply, args=(version_spec, dataset),
              use_container_width=True, help="Loads this version into the form above.")
 result = kept_result(run.folder) if run.folder else None
