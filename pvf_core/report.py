@@ -303,13 +303,17 @@ def version_history_figure(history: pd.DataFrame, metric: str, second: str | Non
     ``history`` is ``compare.prompt_history`` (scores 0-100).
     """
     names, said = list(history["name"]), {"macro_f1": "macro-F1", "chrf": "chrF", "exact_match": "exact match"}
+    measured = bool(history["spread"].notna().any())
     fig = go.Figure()
-    fig.add_scatter(x=names, y=history[metric], name=said.get(metric, metric), mode="lines+markers",
-                    line_color=PALETTE[0], error_y=dict(type="data", array=history["spread"].fillna(0)), marker_size=9)
+    fig.add_scatter(x=names, y=history[metric].round(1), name=said.get(metric, metric), mode="lines+markers",
+                    line_color=PALETTE[0], marker_size=9,
+                    error_y=dict(type="data", array=history["spread"]) if measured else None)
     if second is not None:
         fig.add_scatter(x=names, y=history[second], name=said.get(second, second), mode="lines+markers",
                         line_color=PALETTE[2], line_dash="dot")
-    fig.update_layout(title="Scores of your prompt versions (whiskers: spread over example draws)", height=320,
+    title = "Scores of your prompt versions" + (" (whiskers: spread over example draws, where measured)"
+                                                 if measured else "")
+    fig.update_layout(title=title, height=320,
                       yaxis_title="score (0-100)", yaxis_range=[0, 105], margin=dict(l=10, r=10, t=40, b=10),
                       legend_orientation="h", xaxis_type="category")
     return fig

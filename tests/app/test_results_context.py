@@ -70,3 +70,27 @@ def test_the_builder_shows_the_baseline_and_the_wizards_words(scored):
     assert list(per_answer.columns) == ["answer", "test rows", "found %", "right when said %", "F1 %"]
     assert not any("precision" in d.value.columns for d in at.dataframe)
     assert any("calibration: its lean measured over the rows being scored" in c for c in texts(at.caption))
+
+
+def test_versions_can_be_renamed_compared_as_text_and_deleted_with_their_files(scored):
+    from pathlib import Path
+
+    at, sample = scored
+    store = Store()
+    run(at.radio(key="pb_examples").set_value("few"))
+    run(at.slider(key="pb_shots").set_value(2))
+    at = run(at.button(key="pb_run").click())
+    first, second = store.list_prompt_versions(sample.id)
+    diff = next(c.value for c in at.code if c.language == "diff")
+    assert "+USER" in diff and "+ASSISTANT" in diff  # two solved examples appear in the text the model reads
+
+    run(at.text_input(key=f"pb_name_{second.id}").set_value("  two   examples "))
+    at = run(at.button(key="pb_rename").click())
+    renamed = store.list_prompt_versions(sample.id)[1]
+    assert renamed.name == "two examples" and store.get_run(renamed.run_id).name == "two examples"
+
+    folder = Path(store.get_run(second.run_id).folder)
+    assert folder.is_dir()
+    at = run(at.button(key="pb_delete").click())
+    assert [v.id for v in store.list_prompt_versions(sample.id)] == [first.id]
+    assert store.get_run(second.run_id) is None and not folder.exists()
