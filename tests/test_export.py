@@ -140,7 +140,7 @@ def test_predict_py_needs_only_torch_transformers_and_peft():
     source = (Path(__file__).resolve().parent.parent / "pvf_core" / "assets" / "predict.py").read_text()
     imported = {line.split()[1].split(".")[0] for line in source.splitlines()
                 if line.strip().startswith(("import ", "from ")) and not line.strip().startswith("from __future__")}
-    assert imported <= {"argparse", "csv", "inspect", "json", "math", "re", "sys", "collections", "pathlib", "torch",
+    assert imported <= {"argparse", "copy", "csv", "inspect", "json", "math", "re", "sys", "collections", "pathlib", "torch",
                         "transformers", "peft"}, imported
 
 

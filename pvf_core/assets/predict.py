@@ -22,6 +22,7 @@ It does what PvF Studio did when it scored this arm, row by row:
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import math
@@ -185,51 +186,50 @@ def cache_of(out):
     return found if found is not None else out.past_key_values
 
 
-def keep(cache, length: int) -> None:
-    """Cut the cache back to its first ``length`` tokens (a negative count works in 4.x and 5.x)."""
-    extra = cache.get_seq_length() - length
-    if extra > 0:
-        cache.crop(-extra)
-
-
 class LabelScorer:
-    """Mean log-probability per token of each answer after a prompt.
+    """Mean log-probability per token of each answer after each row's prompt, rows in batches.
 
-    The prompt's head (system message and examples) is computed once and its key/value cache kept; each
-    row then runs only its own tokens after it, and each multi-token answer its tokens after the row.
+    The prompt's head (system message and examples), the same for every row that shows the same
+    examples, is computed once and its key/value cache kept; each batch then runs only its rows' own
+    tokens, one sequence per (row, answer): the row's tokens, then the answer's tokens but the last.
     """
 
-    def __init__(self, model, answers: list[list[int]], device: str) -> None:
-        self.model, self.answers, self.device = model, answers, device
+    def __init__(self, model, answers: list[list[int]], pad_id: int, device: str) -> None:
+        self.model, self.answers, self.pad_id, self.device = model, answers, pad_id, device
         self.head: list[int] | None = None
-        self.cache = None
+        self.head_cache = None
 
-    def forward(self, ids: list[int]):
-        out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
-                         **cache_argument(self.model, self.cache))
-        self.cache = cache_of(out)
-        return torch.log_softmax(out.logits[0].float(), dim=-1)
-
-    def __call__(self, head: list[int], rest: list[int]) -> torch.Tensor:
+    def _head_cache(self, head: list[int]):
         if head != self.head:
-            self.cache, self.head = None, list(head)
+            self.head, self.head_cache = list(head), None
             if head:
-                self.forward(head)
-        after_row = len(head) + len(rest)
-        row = self.forward(rest)
-        scores = []
-        for answer in self.answers:
-            picked = [row[-1, answer[0]].double()]
-            if len(answer) > 1:
-                more = self.forward(answer[:-1])
-                picked += [more[t, token].double() for t, token in enumerate(answer[1:])]
-                keep(self.cache, after_row)
-            scores.append(torch.stack(picked).sum() / len(answer))
-        if self.cache is not None:
-            keep(self.cache, len(head))
-        if not head:
-            self.cache = None
-        return torch.stack(scores).cpu()
+                out = self.model(input_ids=torch.tensor([head], device=self.device), use_cache=True)
+                self.head_cache = cache_of(out)
+        return copy.deepcopy(self.head_cache) if self.head_cache is not None else None
+
+    def __call__(self, head: list[int], rests: list[list[int]]) -> torch.Tensor:
+        pairs = [(rest, answer) for rest in rests for answer in self.answers]
+        sequences = [rest + answer[:-1] for rest, answer in pairs]
+        width, count, start = max(len(x) for x in sequences), len(sequences), len(head)
+        ids = torch.full((count, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((count, start + width), dtype=torch.long)
+        mask[:, :start] = 1
+        for i, sequence in enumerate(sequences):
+            ids[i, :len(sequence)] = torch.tensor(sequence)
+            mask[i, start:start + len(sequence)] = 1
+        cache = self._head_cache(head)
+        if cache is not None:
+            cache.batch_repeat_interleave(count)
+        positions = (start + torch.arange(width))[None, :].expand(count, -1)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), use_cache=cache is not None,
+                         **cache_argument(self.model, cache))
+        logprobs = torch.log_softmax(out.logits.float(), dim=-1)
+        scores = torch.zeros(count, dtype=torch.float64)
+        for i, (rest, answer) in enumerate(pairs):
+            picked = [logprobs[i, len(rest) - 1 + t, token].double() for t, token in enumerate(answer)]
+            scores[i] = torch.stack(picked).sum() / len(answer)
+        return scores.reshape(len(rests), len(self.answers))
 
 
 def generate(model, tokenizer, prompt_ids: list[int], limit: int, stop_ids: set[int], stop_at_newline: bool,
@@ -260,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-column", default=None, help="the column with the texts (default: as in training)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: what PvF Studio used)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-rows", type=int, default=16, help="rows scored together (more: faster, more memory)")
     args = parser.parse_args(argv)
 
     prompt = json.loads((HERE / "prompt.json").read_text(encoding="utf-8"))
@@ -270,26 +271,38 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer.chat_template = prompt["chat_template"]  # the template PvF Studio rendered with
     prompter = Prompter(prompt, tokenizer)
     labels = prompt["labels"]
-    scorer = LabelScorer(model, prompt["answer_ids"], args.device)
+    scorer = LabelScorer(model, prompt["answer_ids"], tokenizer.pad_token_id or 0, args.device)
     extra = ["prediction"] + ([f"p_{label}" for label in labels] if prompt["task"] == "classification" else [])
+    texts = [(row.get(column) or "").strip() for row in rows]
     with torch.inference_mode():
-        for n, row in enumerate(rows, 1):
-            text = (row.get(column) or "").strip()
-            head, rest = prompter.ids(text)
-            if prompt["task"] == "classification":
-                scores = scorer(head, rest)
-                bias = torch.tensor(calibration.get("log_bias") or [0.0] * len(labels), dtype=torch.float64)
+        if prompt["task"] == "classification":
+            bias = torch.tensor(calibration.get("log_bias") or [0.0] * len(labels), dtype=torch.float64)
+            split = [prompter.ids(text) for text in texts]
+            order = sorted(range(len(rows)), key=lambda i: (split[i][0], len(split[i][1])))  # same head together
+            done = 0
+            while done < len(order):
+                head = split[order[done]][0]
+                batch = [order[done]]
+                while (done + len(batch) < len(order) and len(batch) < args.batch_rows
+                       and split[order[done + len(batch)]][0] == head):
+                    batch.append(order[done + len(batch)])
+                scores = scorer(head, [split[i][1] for i in batch])
                 probs = torch.softmax(torch.log_softmax(scores, dim=-1) - bias, dim=-1)
-                row["prediction"] = labels[int(probs.argmax())]
-                for label, p in zip(labels, probs.tolist()):
-                    row[f"p_{label}"] = f"{p:.4f}"
-            else:
-                generation = prompt["generation"]
+                for i, row_probs in zip(batch, probs):
+                    rows[i]["prediction"] = labels[int(row_probs.argmax())]
+                    for label, p in zip(labels, row_probs.tolist()):
+                        rows[i][f"p_{label}"] = f"{p:.4f}"
+                done += len(batch)
+                print(f"{done}/{len(rows)} rows", file=sys.stderr)
+        else:
+            generation = prompt["generation"]
+            for n, (row, text) in enumerate(zip(rows, texts), 1):
+                head, rest = prompter.ids(text)
                 limit = min(generation["max_answer_tokens"], 2 * len(prompter.encode(text)) + 16)
                 row["prediction"] = generate(model, tokenizer, head + rest, limit, set(generation["stop_ids"]),
                                              generation["stop_at_newline"], args.device)
-            if n % 25 == 0 or n == len(rows):
-                print(f"{n}/{len(rows)} rows", file=sys.stderr)
+                if n % 10 == 0 or n == len(rows):
+                    print(f"{n}/{len(rows)} rows", file=sys.stderr)
     with open(args.output, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=[c for c in columns if c not in extra] + extra,
                                 extrasaction="ignore")
