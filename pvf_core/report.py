@@ -86,16 +86,23 @@ def cost_figure(curve: pd.DataFrame, break_even: float | None) -> go.Figure:
     return fig
 
 
-def loss_figure(progress: list[dict]) -> go.Figure:
-    """Training and validation loss per step, from a job's progress records."""
+def loss_figure(progress: list[dict], total_steps: int | None = None) -> go.Figure:
+    """Training and validation loss per step, from a job's progress records.
+
+    The step axis spans the whole run (``total_steps``) from the start and the loss axis starts at 0, so a
+    run with one point so far shows that point in place, not alone on a -1…1 axis.
+    """
     steps = [p for p in progress if p.get("train_loss") is not None]
     val = [p for p in progress if p.get("val_loss") is not None]
     fig = go.Figure()
     fig.add_scatter(x=[p["step"] for p in steps], y=[p["train_loss"] for p in steps], name="training loss",
-                    mode="lines", line_color=PALETTE[0])
+                    mode="lines" if len(steps) > 1 else "markers", line_color=PALETTE[0])
     fig.add_scatter(x=[p["step"] for p in val], y=[p["val_loss"] for p in val], name="validation loss",
                     mode="lines+markers", line_color=PALETTE[1])
+    last = max([p["step"] for p in progress if p.get("step") is not None] or [1])
+    highest = max([p["train_loss"] for p in steps] + [p["val_loss"] for p in val] or [1.0])
     fig.update_layout(title="Loss (lower is better)", height=320, xaxis_title="step", yaxis_title="loss",
+                      xaxis_range=[0, max(total_steps or 0, last, 1)], yaxis_range=[0, highest * 1.1],
                       margin=dict(l=10, r=10, t=40, b=10), legend_orientation="h")
     return fig
 
