@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import session
+from ui import notices, session
 
 st.set_page_config(page_title="PvF Studio: prompt or fine-tune?", page_icon=":material/balance:", layout="wide")
 
@@ -16,4 +16,5 @@ PAGES = [
 
 with session.guard():  # a full disk or a model that fails to load: a plain message, not a traceback
     session.enter()  # demo mode (PVF_DEMO=1): this browser session's own workspace and the limits banner
+    notices.watch_jobs()  # a toast on any page when a training or comparison of this session ends
     st.navigation(PAGES).run()
