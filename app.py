@@ -11,6 +11,7 @@ PAGES = [
     st.Page("pages/prompt_builder.py", title="Prompt builder", icon=":material/edit_note:"),
     st.Page("pages/finetune_wizard.py", title="Fine-tuning wizard", icon=":material/tune:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/balance:"),
+    st.Page("pages/images.py", title="Images", icon=":material/image:"),
     st.Page("pages/use.py", title="Use it", icon=":material/play_circle:"),
 ]
 

@@ -8,7 +8,8 @@ import streamlit as st
 
 from pvf_core import demo, jobs
 from pvf_core.models import default_model
-from pvf_core.compare import Comparison, comparable_runs, comparison_from_runs, start_comparison
+from pvf_core.compare import (Comparison, comparable_runs, comparison_from_runs, dataset_label_counts,
+                              start_comparison)
 from pvf_core.errors import PvfError
 from pvf_core.store import Store
 from ui import comparison_view, job_view
@@ -80,7 +81,8 @@ with st.expander("Compare runs you already made"):
         if st.button("Compare these", disabled=len(picked) < 2, key="cmp_from_runs"):
             try:
                 comparison = comparison_from_runs(picked, task=dataset.task, labels=dataset.labels,
-                                                  dataset=dataset.name)
+                                                  dataset=dataset.name,
+                                                  label_counts=dataset_label_counts(dataset.splits))
             except PvfError as error:
                 st.error(str(error))
             else:

@@ -63,7 +63,8 @@ def score_text(scores: dict) -> str:
 
 def run_arm(spec: PromptSpec, rows, **kwargs):
     return evaluate(Arm(spec.name(), spec, model=model_name), rows, task=task, labels=dataset.labels or None,
-                    train=train, loaded=resources.model(model_name), **kwargs)
+                    train=train, calibration_rows=dataset.splits.validation, loaded=resources.model(model_name),
+                    **kwargs)
 
 
 if presets:
@@ -213,6 +214,7 @@ with sure_tab:
             try:
                 spread = evaluate_seeds(Arm(version_spec.name(), version_spec, model=model_name), test, task=task,
                                         labels=dataset.labels or None, train=train, loaded=resources.model(model_name),
+                                        calibration_rows=dataset.splits.validation,
                                         seeds=[version_spec.seed + i for i in range(DRAWS)], on_progress=bar)
             except PvfError as error:
                 st.error(error.message + (f"  \n{error.hint}" if error.hint else ""))

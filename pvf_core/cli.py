@@ -18,6 +18,7 @@ from typing import Any, Callable
 import click
 
 from .errors import PvfError
+from .images.options import image_options, require_csv_inputs
 
 EXIT_UNUSABLE = 2
 
@@ -98,12 +99,19 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("data", type=click.Path())
+@click.argument("data", type=click.Path(), required=False)
+@image_options("inspect")
 @column_options
 @common_options
 @handle_errors
-def inspect(data: str, model: str, seed: int, as_json: bool, **columns: Any) -> None:
-    """Read DATA.csv: columns, detected task, label counts and a health check."""
+def inspect(data: str | None, images: str | None, test_images: str | None, model: str, seed: int, as_json: bool,
+            **columns: Any) -> None:
+    """Read DATA.csv (or --images ZIP): columns, detected task, label counts and a health check."""
+    if images:
+        from .images.commands import inspect_images
+
+        return emit(inspect_images(images, test_images, seed=seed), as_json, _inspect_summary)
+    require_csv_inputs(data=data)
     from .data import (SplitSettings, health_check, labeled_frame, make_splits, mapping_notes, read_csv,
                        suggest_mapping, worst_first)
 
@@ -153,24 +161,38 @@ def _inspect_summary(r: dict[str, Any]) -> str:
 
 
 @cli.command()
-@click.option("--train", "train_path", required=True, type=click.Path(), help="CSV with the labelled rows examples are drawn from.")
-@click.option("--test", "test_path", required=True, type=click.Path(), help="CSV with the rows the prompt is scored on.")
+@click.option("--train", "train_path", type=click.Path(), help="CSV with the labelled rows examples are drawn from.")
+@click.option("--test", "test_path", type=click.Path(), help="CSV with the rows the prompt is scored on.")
 @click.option("--shots", type=int, default=0, show_default=True, help="Number of solved examples shown before each row.")
 @click.option("--selection", default="balanced", show_default=True,
               help="How examples are picked: random, balanced (same number per label) or similar (TF-IDF nearest rows).")
 @click.option("--instruction", default="", help="What the model should do, in plain words (default: a generic sentence).")
-@click.option("--calibration", default="batch", show_default=True,
-              help="Correct a lean towards one label: batch, content-free or none.")
+@click.option("--calibration", default="auto", show_default=True,
+              help="Correct a lean towards some labels with one fixed correction per label, fitted on the validation "
+                   "rows (never the test rows): fitted, content-free, none, or auto (the best of them on the "
+                   "validation rows). 'batch' is read as 'fitted'.")
+@click.option("--adapter", "adapter_dir", type=click.Path(file_okay=False), default=None,
+              help="Score a saved fine-tuned adapter (a fine-tuning run's folder) with the prompt and calibration "
+                   "saved beside it, instead of a prompt.")
 @click.option("--limit", type=int, default=None, help="Score only the first N test rows.")
 @click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None,
               help="Write one row per test row: text,label,prediction (input,output,prediction for text-to-text).")
+@image_options("prompt")
 @column_options
 @common_options
 @handle_errors
 def prompt(train_path: str, test_path: str, shots: int, selection: str, instruction: str, calibration: str,
-           limit: int | None, predictions_path: str | None, model: str, seed: int, as_json: bool,
-           **columns: Any) -> None:
+           adapter_dir: str | None, limit: int | None, predictions_path: str | None, images: str | None,
+           test_images: str | None, describe: str | None, clip: str | None, templates: str | None, model: str,
+           seed: int, as_json: bool, **columns: Any) -> None:
     """Score a prompt (zero- or few-shot) on the test rows: quality, speed, tokens and tips."""
+    if images:
+        from .images.commands import prompt_images
+
+        return emit(prompt_images(images, test_images, limit=limit, seed=seed, model=model,
+                                  predictions=predictions_path, describe=describe, clip=clip, templates=templates,
+                                  shots=shots), as_json, _images_prompt_summary)
+    require_csv_inputs(train_path=train_path, test_path=test_path)
     from .data import load_splits
     from .errors import SettingsError
     from .evaluate import Arm, evaluate
@@ -181,16 +203,22 @@ def prompt(train_path: str, test_path: str, shots: int, selection: str, instruct
     if limit is not None and limit < 1:
         raise SettingsError(f"--limit must be at least 1; got {limit}.")
     splits, _ = load_splits(train_path, test_path, seed=seed, **columns_from(columns))
-    spec = PromptSpec(task=splits.task, instruction=instruction, labels=list(splits.labels), shots=shots,
-                      selection=selection, calibration=calibration, seed=seed)
     test = splits.test.head(limit) if limit else splits.test
-    loaded = load_model(model)
-    result = evaluate(Arm(spec.name(), spec, model=model), test, task=splits.task, labels=spec.labels or None,
-                      train=splits.train, loaded=loaded, on_progress=_stderr_progress())
+    if adapter_dir:
+        arm, saved = _saved_adapter_arm(adapter_dir)
+        result = evaluate(arm, test, task=splits.task, labels=arm.prompt.labels or None, train=splits.train,
+                          calibration_rows=splits.validation, calibration=saved, on_progress=_stderr_progress())
+        model = arm.model
+    else:
+        spec = PromptSpec(task=splits.task, instruction=instruction, labels=list(splits.labels), shots=shots,
+                          selection=selection, calibration=calibration, seed=seed)
+        result = evaluate(Arm(spec.name(), spec, model=model), test, task=splits.task, labels=spec.labels or None,
+                          train=splits.train, calibration_rows=splits.validation, loaded=load_model(model),
+                          on_progress=_stderr_progress())
     if predictions_path:
         result.predictions_frame(scores=False).to_csv(predictions_path, index=False)
     output = {**result.summary(), "seconds": round(time.perf_counter() - started, 3), "peak_rss_mb": peak_rss_mb(),
-              "model": loaded.name, "seed": seed, "predictions": predictions_path}
+              "model": result.model, "seed": seed, "predictions": predictions_path, "adapter": adapter_dir}
     if splits.task != "classification":
         from .compare import unchanged_input_metrics
 
@@ -198,17 +226,37 @@ def prompt(train_path: str, test_path: str, shots: int, selection: str, instruct
     emit(output, as_json, _prompt_summary)
 
 
+def _saved_adapter_arm(folder: str) -> tuple[Any, Any]:
+    """The arm a fine-tuning run folder holds (its model, adapter and prompt) and the calibration saved with it."""
+    from .calibration import Calibration
+    from .finetune import FinetuneRun
+
+    run = FinetuneRun.load(folder)
+    return run.arm(), Calibration.load(folder)
+
+
+def _images_prompt_summary(r: dict[str, Any]) -> str:
+    m = r["metrics"]
+    lines = [f"{r['arm']} on {r['n_test']} images: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, "
+             f"{r['ms_per_example']:.1f} ms/image, {r['seconds']:.1f} s in all"]
+    lines += [f"  {row['label']}: {row['imagenet_classes']}" for row in r.get("mapping", [])]
+    lines += [f"[warning] {w['message']}" for w in r["warnings"]]
+    return "\n".join(lines)
+
+
 def _prompt_summary(r: dict[str, Any]) -> str:
     m = r["metrics"]
     if r["task"] == "classification":
-        quality = (f"accuracy {m['accuracy']:.3f} (before calibration {m['raw']['accuracy']:.3f}), "
+        quality = (f"accuracy {m['accuracy']:.3f} (raw scores, before the {r['calibration']['method']} "
+                   f"calibration: {m['raw']['accuracy']:.3f}), "
                    f"macro-F1 {m['macro_f1']:.3f}")
     else:
         same = r["unchanged_input"]
         quality = (f"chrF {m['chrf']:.1f}, exact match {m['exact_match']:.3f} (leaving the text unchanged: "
                    f"chrF {same['chrf']:.1f}, exact match {same['exact_match']:.3f})")
     lines = [f"{r['arm']} on {r['n_test']} rows: {quality}",
-             f"{r['ms_per_example']:.1f} ms/row, {r['prompt_tokens_per_row']:.0f} prompt tokens/row, "
+             f"{r['ms_per_example']:.1f} ms/row batched, {r['latency_ms']['p50']:.0f} ms one query at a time "
+             f"(p50 of {r['latency_ms']['rows']}), {r['prompt_tokens_per_row']:.0f} prompt tokens/row, "
              f"peak memory {r['peak_rss_mb']:.0f} MB, {r['seconds']:.1f} s in all"]
     lines += [f"[{t['level']}] {t['message']} {t['why']}" for t in r["tips"]]
     lines += [f"[warning] {w['message']}" for w in r["warnings"]]
@@ -216,8 +264,8 @@ def _prompt_summary(r: dict[str, Any]) -> str:
 
 
 @cli.command()
-@click.option("--train", "train_path", required=True, type=click.Path(), help="CSV with the labelled rows to learn from.")
-@click.option("--test", "test_path", required=True, type=click.Path(), help="CSV with the held-out rows every arm is scored on.")
+@click.option("--train", "train_path", type=click.Path(), help="CSV with the labelled rows to learn from.")
+@click.option("--test", "test_path", type=click.Path(), help="CSV with the held-out rows every arm is scored on.")
 @click.option("--validation", type=click.Path(), default=None, help="CSV of validation rows for fine-tuning (default: carved from the training rows).")
 @click.option("--shots", default="0,4", show_default=True, help="Prompt arms to run: numbers of examples, comma-separated.")
 @click.option("--max-train", type=int, default=None, help="Use only the first N training rows (for prompting examples and fine-tuning).")
@@ -232,15 +280,26 @@ def _prompt_summary(r: dict[str, Any]) -> str:
 @click.option("--predictions", type=click.Path(dir_okay=False), default=None, help="Write one row per test row with a prediction_<arm> column per arm.")
 @click.option("--run-id", type=int, default=None, hidden=True, help="Internal: the job this process runs.")
 @click.option("--name", "dataset_name", default=None, help="The data's name in the report (default: the train file's name).")
+@image_options("compare")
 @column_options
 @common_options
 @handle_errors
 def compare(train_path: str, test_path: str, validation: str | None, shots: str, max_train: int | None, limit: int | None,
             epochs: float | None, learning_rate: float | None, rank: int | None, instruction: str,
             learning_curve: bool, output: str | None, predictions: str | None, run_id: int | None,
-            dataset_name: str | None, model: str,
+            dataset_name: str | None, images: str | None, test_images: str | None, describe: str | None,
+            clip: str | None, method: str | None, model: str,
             seed: int, as_json: bool, **columns: Any) -> None:
     """Run zero-shot, k-shot and LoRA arms on the same test rows; recommend one and write a report."""
+    if images:
+        from .images.commands import compare_images
+
+        return emit(compare_images(images, test_images, limit=limit, max_train=max_train, seed=seed, model=model,
+                                   preset="balanced", epochs=int(epochs) if epochs else None,
+                                   learning_rate=learning_rate, rank=rank, method=method, output=output,
+                                   predictions=predictions, run_id=run_id, describe=describe, clip=clip,
+                                   shots=shots, dataset_name=dataset_name), as_json, _compare_summary)
+    require_csv_inputs(train_path=train_path, test_path=test_path)
     from .compare import run_comparison
     from .data import load_splits
     from .finetune import preset_settings
@@ -270,7 +329,8 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
                 "significance": data["significance"],
                 "recommendation": {"arm": comparison.recommendation.arm,
                                    "reasons": comparison.recommendation.reasons,
-                                   "what_would_change": comparison.recommendation.what_would_change},
+                                   "what_would_change": comparison.recommendation.what_would_change,
+                                   "rule": comparison.recommendation.rule},
                 "break_even_queries": comparison.break_even, "learning_curve": comparison.curve,
                 "report": paths["html"], "predictions_csv": paths["csv"], "comparison_json": paths["json"],
                 "metrics": {a["arm"]: a["metrics"].get(comparison.metric) for a in data["arms"]},
@@ -327,8 +387,8 @@ def _compare_summary(r: dict[str, Any]) -> str:
 
 
 @cli.command()
-@click.option("--train", "train_path", required=True, type=click.Path(), help="CSV with the labelled rows to learn from (10% are held out for validation).")
-@click.option("--test", "test_path", required=True, type=click.Path(), help="CSV with the held-out rows the fine-tuned model is scored on.")
+@click.option("--train", "train_path", type=click.Path(), help="CSV with the labelled rows to learn from (10% are held out for validation).")
+@click.option("--test", "test_path", type=click.Path(), help="CSV with the held-out rows the fine-tuned model is scored on.")
 @click.option("--validation", "validation_path", type=click.Path(), default=None, help="CSV with the validation rows (default: 10% of the training rows).")
 @click.option("--max-train", type=int, default=None, help="Use only the first N rows of the training file.")
 @click.option("--limit", type=int, default=None, help="Score only the first N test rows.")
@@ -348,15 +408,25 @@ def _compare_summary(r: dict[str, Any]) -> str:
 @click.option("--background", is_flag=True, help="Queue the run as a background job and return at once (see its progress in the app).")
 @click.option("--estimate", "estimate_only", is_flag=True, help="Only estimate time and peak memory (runs a short calibration).")
 @click.option("--run-id", type=int, default=None, hidden=True, help="Internal: the job this process runs.")
+@image_options("finetune")
 @column_options
 @common_options
 @handle_errors
 def finetune(train_path: str, test_path: str, validation_path: str | None, max_train: int | None, limit: int | None,
              preset: str, epochs: float | None, learning_rate: float | None, rank: int | None,
              settings_path: str | None, instruction: str, prompt_path: str | None, output: str | None,
-             predictions: str | None, background: bool, estimate_only: bool, run_id: int | None, model: str,
+             predictions: str | None, background: bool, estimate_only: bool, run_id: int | None,
+             images: str | None, test_images: str | None, method: str | None, model: str,
              seed: int, as_json: bool, **columns: Any) -> None:
     """Train a LoRA adapter on the training rows and score it on the test rows with the prompt harness."""
+    if images:
+        from .images.commands import finetune_images
+
+        return emit(finetune_images(images, test_images, limit=limit, max_train=max_train, seed=seed, model=model,
+                                    preset=preset, epochs=int(epochs) if epochs else None, learning_rate=learning_rate,
+                                    rank=rank, method=method, output=output, predictions=predictions, run_id=run_id,
+                                    background=background), as_json, _finetune_summary)
+    require_csv_inputs(train_path=train_path, test_path=test_path)
     from .data import load_splits
     from .finetune import estimate, is_main_process, train_lora
 
@@ -492,6 +562,7 @@ def _crash_message(error: BaseException) -> str:
 
 def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, folder: str, log: Any,
                      predictions: str | None, started: float, as_json: bool) -> dict[str, Any]:
+    from .compare import keep_arm_beside_adapter
     from .evaluate import evaluate
     from .finetune import FinetuneRun, train_lora
 
@@ -512,9 +583,10 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
     progress(f"Scoring {len(splits.test)} test rows with the adapter...")
     log.write({"event": "status", "status": "running",
                "message": f"Training finished; scoring {len(splits.test)} test rows with the adapter."})
-    scored = evaluate(arm, splits.test, task=splits.task, labels=splits.labels or None,
-                      on_progress=_eval_progress(), should_stop=log.should_stop)
+    scored = evaluate(arm, splits.test, task=splits.task, labels=splits.labels or None, train=splits.train,
+                      calibration_rows=splits.validation, on_progress=_eval_progress(), should_stop=log.should_stop)
     run.with_evaluation(scored)
+    keep_arm_beside_adapter(scored, folder)
     from .export import export_arm
 
     export_arm(folder, arm, scored)  # the folder runs without PvF Studio: hub id, prompt files, predict.py
@@ -525,7 +597,9 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
             "peak_rss_mb": peak_rss_mb(), "train_seconds": trained.train_seconds,
             "train_examples_per_second": trained.examples_per_second, "adapter_dir": str(trained.adapter_dir),
             "adapter_mb": trained.adapter_mb, "status": "done", "training": trained.training_summary(),
-            "settings": settings.to_dict(), "warnings": trained.warnings, "calibration": scored.calibration}
+            "settings": settings.to_dict(), "warnings": trained.warnings, "calibration": scored.calibration_summary,
+            "latency_ms": scored.latency_ms, "computed_tokens_per_row": round(scored.computed_tokens_per_row, 1),
+            "memory_mb": round(scored.memory_mb, 1)}
 
 
 def _use_threads(count: int) -> None:

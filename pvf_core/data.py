@@ -25,6 +25,7 @@ from typing import Callable, Literal
 import pandas as pd
 
 from .errors import DataError
+from .metrics import IMBALANCE_RATIO
 
 Task = Literal["classification", "text-to-text"]
 DELIMITERS = (",", ";", "\t", "|")
@@ -595,7 +596,7 @@ def _label_findings(frame: pd.DataFrame, splits: Splits) -> list[HealthWarning]:
             f"({', '.join(f'{k}: {v}' for k, v in rare.head(5).items())}). The model can hardly learn them and the "
             "test split may not contain them.", "warning", {"classes": {str(k): int(v) for k, v in rare.items()}}))
     ratio = counts.iloc[0] / max(counts.iloc[-1], 1)
-    if ratio >= 3:
+    if ratio >= IMBALANCE_RATIO:
         share = counts.iloc[0] / len(frame)
         found.append(HealthWarning(
             "class_imbalance", f"'{counts.index[0]}' is {ratio:.0f}× as common as '{counts.index[-1]}'. A model that "

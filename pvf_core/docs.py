@@ -37,7 +37,9 @@ def settings_markdown() -> str:
 
     parts = ["# Settings", "", "Generated from the settings classes by `python -m pvf_core.docs`; the app shows "
              "the same help next to each control.", ""]
-    for cls in (PromptSpec, LoraSettings, CostModel, Priorities):
+    from .images.arms import ImageTrainSettings
+
+    for cls in (PromptSpec, LoraSettings, CostModel, Priorities, ImageTrainSettings):
         parts.append(table(cls))
     return "\n".join(parts)
 

@@ -9,10 +9,11 @@
 Classification is scored, not parsed: each label's answer tokens (its verbalizer + end of turn, see
 ``prompting.Renderer.answer_ids``) are scored after the row's prompt, and the label with the highest mean
 log-probability per token wins (the mean, not the sum, so multi-token labels are not under-predicted).
-The labels' probabilities are then calibrated: by default batch calibration, which divides out the
-model's average leaning over the rows being classified and keeps the labels' training shares, so a
-few-shot prompt that collapsed onto one label is pulled back (SST-2, 4 examples: 0.52 → 0.75) without
-pushing a rare label up to an equal share.
+The labels' probabilities are then calibrated with a fixed per-label bias (``calibration.py``) that is
+fitted once on rows that are never scored (the validation rows, else the training rows) and applied to
+each row on its own, so a row's prediction never depends on which other rows are scored and a deployed
+arm reproduces it one query at a time. By default ("auto") the fitting rows also choose between no
+calibration, content-free and fitted, the same way for every arm, fine-tuned ones included.
 
 Speed: the prompts of all rows usually start with the same tokens (system message + examples). That
 shared prefix runs once; its key/value cache is expanded over each batch of rows, whose own tokens are
@@ -25,15 +26,17 @@ decoded greedily, batched.
 
 from __future__ import annotations
 
+import functools
 import resource
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from . import calibration as calib
+from .calibration import Calibration
 from .errors import ModelLoadError, PvfError, SettingsError
 from .metrics import classification_metrics, collapse, label_shares, text_metrics
 from .models import attention_mask_for
@@ -41,13 +44,15 @@ from .prompting import (CONTENT_FREE_TEXT, Example, PromptSpec, Renderer, exampl
                         select_examples)
 
 __all__ = ["Arm", "EvalResult", "Stopped", "evaluate", "evaluate_seeds", "score_labels", "generate_answers",
-           "calibrate", "classification_metrics", "text_metrics", "save_prompt_version", "load_arm_model"]
+           "calibrate", "classification_metrics", "text_metrics", "save_prompt_version", "load_arm_model",
+           "LATENCY_ROWS"]
 
 BATCH_TOKENS = 2048      # tokens per forward pass; larger passes gained nothing on 2 cores
 LANE_TOKENS = 256        # rows are packed one after another into lanes of this many tokens
 MAX_BATCH_ROWS = 64
 KV_BUDGET_TOKENS = 32768  # rows × (shared prefix + row) tokens held in the key/value cache at once
 GENERATION_BATCH_ROWS = 32
+LATENCY_ROWS = 30  # test rows timed one query at a time, as a deployed arm answers them
 Progress = Callable[[int, int, str], None]
 
 
@@ -85,12 +90,12 @@ class EvalResult:
     references: list[str]
     predictions: list[str]
     label_scores: list[dict[str, float]] | None
-    ms_per_example: float
-    latencies_ms: list[float]
+    ms_per_example: float  # evaluation time of all rows (batched) / rows: throughput, not latency
+    latencies_ms: list[float]  # single-query latencies of the first LATENCY_ROWS rows, each scored on its own
     prompt_tokens_per_row: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # the process's peak so far (what the CLI reports); see memory_mb for this arm's own
     seconds: float
-    calibration: str
+    calibration: Any  # {method, fitted_on, rows} (a method name in results saved before)
     raw_label_scores: list[dict[str, float]] | None = None  # before calibration
     computed_tokens_per_row: float = 0.0  # tokens run per row: its own + answer tokens, the shared prefix once
     budget: dict = field(default_factory=dict)
@@ -98,17 +103,34 @@ class EvalResult:
     warnings: list[dict] = field(default_factory=list)
     spec: dict = field(default_factory=dict)
     model: str = ""  # the model that answered (with its adapter, if any)
+    calibration_fit: dict = field(default_factory=dict)  # Calibration.to_dict(): what a deployed arm applies
+    ms_per_token: float = 0.0  # the model's measured time per computed token (same for arms of one model)
+    memory_mb: float = 0.0  # this arm's inference memory: weights + the rise while scoring
+    base_model: str = ""  # the base model's name (bundled, a folder or a hub id), without the adapter
+
+    @property
+    def latency_ms(self) -> dict:
+        """p50/p95 of answering one query at a time, and on how many rows that was measured."""
+        values = np.array(self.latencies_ms or [float("nan")])
+        return {"p50": round(float(np.percentile(values, 50)), 2), "p95": round(float(np.percentile(values, 95)), 2),
+                "rows": len(self.latencies_ms or [])}
+
+    @property
+    def calibration_summary(self) -> dict:
+        if isinstance(self.calibration, dict):
+            return self.calibration
+        return {"method": str(self.calibration or "none"), "fitted_on": None, "rows": 0}  # saved before
 
     def summary(self) -> dict:
         """The result without per-row lists (for JSON output and the store)."""
-        latencies = np.array(self.latencies_ms or [0.0])
+        latency = self.latency_ms
         return {"arm": self.arm, "model": self.model, "task": self.task, "n_test": self.n_test, "metrics": self.metrics,
-                "calibration": self.calibration, "seconds": round(self.seconds, 3),
-                "ms_per_example": round(self.ms_per_example, 2),
-                "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2),
-                "latency_ms_p95": round(float(np.percentile(latencies, 95)), 2),
+                "calibration": self.calibration_summary, "seconds": round(self.seconds, 3),
+                "ms_per_example": round(self.ms_per_example, 2), "latency_ms": latency,
+                "latency_ms_p50": latency["p50"], "latency_ms_p95": latency["p95"],
                 "prompt_tokens_per_row": round(self.prompt_tokens_per_row, 1),
                 "computed_tokens_per_row": round(self.computed_tokens_per_row, 1),
+                "ms_per_token": round(self.ms_per_token, 4), "memory_mb": round(self.memory_mb, 1),
                 "peak_rss_mb": round(self.peak_rss_mb, 1), "budget": self.budget, "tips": self.tips,
                 "warnings": self.warnings, "spec": self.spec}
 
@@ -425,44 +447,17 @@ def _generate_batch(runner: _Runner, tokenizer: Any, rows: list[int], limits: li
 
 # -- calibration ------------------------------------------------------------------------------------------
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
+def calibrate(scores: np.ndarray, method: str, content_free: np.ndarray | None = None) -> np.ndarray:
+    """Label probabilities from label scores with a calibration that needs no fitting rows (none, content-free).
 
-
-def calibrate(scores: np.ndarray, method: str, content_free: np.ndarray | None = None,
-              label_shares: np.ndarray | None = None) -> np.ndarray:
-    """Label probabilities [rows, labels] from label scores, corrected for the model's leaning.
-
-    batch: divide each label's probability by its mean over the rows being classified (Zhou et al. 2023),
-    then multiply by ``label_shares``, how common each label is in the training rows (uniform if not
-    given). Without that last step a rare label would be pushed up to an equal share: on SMS spam (13 %
-    spam) zero-shot accuracy fell from 0.86 to 0.44; with it, 0.85.
-    content-free: divide by the probabilities for an empty text ("N/A"; Zhao et al. 2021).
+    Fitted calibrations are made once with ``calibration.fitted`` / ``calibration.choose`` on rows that are
+    never scored, and applied with ``Calibration.apply``.
     """
-    probs = _softmax(scores)
-    if method == "none" or len(probs) == 0:
-        return probs
-    if method == "batch":
-        leaning = probs.mean(axis=0)
-        if label_shares is not None:
-            leaning = leaning / np.maximum(np.asarray(label_shares, dtype=np.float64), 1e-12)
-    elif method == "content-free":
-        if content_free is None:
-            raise ValueError("content-free calibration needs the content-free scores")
-        leaning = _softmax(np.asarray(content_free, dtype=np.float64).reshape(-1))
-    else:
-        raise SettingsError(f"Unknown calibration '{method}'; use batch, content-free or none.")
-    adjusted = probs / np.maximum(leaning, 1e-12)
-    return adjusted / adjusted.sum(axis=-1, keepdims=True)
-
-
-def training_label_shares(train: pd.DataFrame | None, labels: Sequence[str]) -> np.ndarray | None:
-    """How common each label is among the training rows (add-one smoothed), or None without them."""
-    if train is None or len(train) == 0:
-        return None
-    counts = train["label"].astype(str).value_counts().reindex(list(labels), fill_value=0).to_numpy(float) + 1
-    return counts / counts.sum()
+    if calib.normalise_method(method) == "fitted":
+        raise SettingsError("A fitted calibration is fitted once on rows that are not scored; use "
+                            "calibration.fitted(...).apply(scores).")
+    labels = [str(i) for i in range(np.shape(scores)[-1])]
+    return calib.build(method, labels, content_free_scores=content_free).apply(scores)
 
 
 # -- the harness ------------------------------------------------------------------------------------------
@@ -479,95 +474,244 @@ def _resolve_labels(spec: PromptSpec, task: str, labels: Sequence[str] | None, t
 
 
 class _Clock:
-    """Per-row amortised latencies and progress reports, batch by batch."""
+    """Progress reports batch by batch, and this arm's resident memory at each batch (its peak)."""
 
     def __init__(self, total: int, on_progress: Progress | None, what: str) -> None:
-        self.latencies = [0.0] * total
         self.done, self.total, self.on_progress, self.what = 0, total, on_progress, what
+        self.rss_start = self.rss_peak = _rss_mb()
 
     def __call__(self, rows: list[int], seconds: float) -> None:
-        for i in rows:
-            self.latencies[i] = seconds * 1000 / len(rows)
+        self.rss_peak = max(self.rss_peak, _rss_mb())
         self.done += len(rows)
         if self.on_progress:
             self.on_progress(self.done, self.total, f"{self.what} {self.done}/{self.total} rows")
 
 
 def evaluate(arm: Arm, test: pd.DataFrame, *, task: str, labels: list[str] | None = None,
-             train: pd.DataFrame | None = None, loaded: Any = None, on_progress: Progress | None = None,
+             train: pd.DataFrame | None = None, loaded: Any = None, calibration_rows: pd.DataFrame | None = None,
+             calibration: Calibration | None = None, on_progress: Progress | None = None,
              should_stop: Callable[[], bool] | None = None) -> EvalResult:
     """Run one arm on every test row (columns text, label) and measure quality and cost.
 
     ``train`` is the pool few-shot examples are drawn from; ``loaded`` an already loaded base model to
-    reuse (an arm with an adapter always gets a fresh copy of its base model).
+    reuse (an arm with an adapter always gets a fresh copy of its base model). The arm's calibration is
+    ``calibration`` when given (a saved arm's), else fitted on ``calibration_rows`` (the validation split)
+    or, without them, on the training rows; test rows are never used for it.
     """
     started = time.perf_counter()
     model = load_arm_model(arm, loaded)
     return _evaluate_loaded(arm, model, test, task=task, labels=labels, train=train, on_progress=on_progress,
-                            should_stop=should_stop, started=started)
+                            should_stop=should_stop, started=started, calibration_rows=calibration_rows,
+                            calibration=calibration)
 
 
 def _evaluate_loaded(arm: Arm, loaded: Any, test: pd.DataFrame, *, task: str, labels: Sequence[str] | None,
                      train: pd.DataFrame | None, on_progress: Progress | None,
-                     should_stop: Callable[[], bool] | None, started: float) -> EvalResult:
+                     should_stop: Callable[[], bool] | None, started: float,
+                     calibration_rows: pd.DataFrame | None = None,
+                     calibration: Calibration | None = None) -> EvalResult:
     if len(test) == 0:
         raise SettingsError("There are no test rows to evaluate.")
     spec = _resolve_labels(arm.prompt, task, labels, test, train)
     texts, references = [str(t) for t in test["text"]], [str(x) for x in test["label"]]
-    eval_started = time.perf_counter()
     renderer = Renderer(spec, loaded.tokenizer)
-    example_sets = [examples_for(train, ids) for ids in select_examples(spec, train, texts)]
     room = loaded.context_length - (spec.max_answer_tokens if task != "classification" else
                                     max(len(renderer.answer_ids(label)) for label in spec.labels))
-    prompts = [renderer.prompt_ids(text, examples, max_tokens=room) for text, examples in zip(texts, example_sets)]
+    prompter = _Prompter(spec, renderer, train, room)
+    if task == "classification" and calibration is None:
+        calibration = _fit_calibration(spec, loaded, renderer, prompter, train, calibration_rows, should_stop)
+    eval_started = time.perf_counter()
+    prompts, example_sets = prompter.prompts(texts)
     clock = _Clock(len(texts), on_progress, "Scored" if task == "classification" else "Answered")
     if task == "classification":
-        outcome = _classify(spec, loaded, renderer, prompts, example_sets[0], references, clock, should_stop,
-                            training_label_shares(train, spec.labels))
+        answers = [renderer.answer_ids(label) for label in spec.labels]
+        scores = score_labels(loaded, prompts, answers, on_batch=clock, should_stop=should_stop)
+        outcome = _classify(spec, scores, calibration, references, answers)
+        answer_one = functools.partial(_classify_one, loaded, answers, calibration, spec.labels)
     else:
         outcome = _generate(spec, loaded, renderer, prompts, texts, references, clock, should_stop)
+        answer_one = functools.partial(_generate_one, loaded, renderer, spec, texts)
     eval_seconds = time.perf_counter() - eval_started
+    latencies, agreement = _single_query_latencies(answer_one, prompts, outcome["predictions"], should_stop)
     budget = prompt_budget(spec, loaded.tokenizer, loaded.context_length, examples=example_sets[0],
                            row_texts=texts, pool=train)
     shared = _common_prefix_length(prompts)
+    warnings = _label_warnings(spec, references) + _cut_warnings(prompts, room) + _agreement_warnings(agreement)
     return EvalResult(
         arm=arm.name, task=task, n_test=len(texts), texts=texts, references=references,
-        ms_per_example=eval_seconds * 1000 / len(texts), latencies_ms=clock.latencies,
+        ms_per_example=eval_seconds * 1000 / len(texts), latencies_ms=latencies,
         prompt_tokens_per_row=float(np.mean([len(p) for p in prompts])),
         computed_tokens_per_row=float(np.mean([len(p) - shared for p in prompts]) + shared / len(prompts)
                                       + outcome["answer_tokens_per_row"]),
-        peak_rss_mb=_peak_rss_mb(), seconds=time.perf_counter() - started, calibration=outcome["calibration"],
+        peak_rss_mb=_peak_rss_mb(), seconds=time.perf_counter() - started,
+        calibration=calibration.summary() if calibration else {"method": "none", "fitted_on": None, "rows": 0},
+        calibration_fit=calibration.to_dict() if calibration else {},
         metrics=outcome["metrics"], predictions=outcome["predictions"], label_scores=outcome.get("label_scores"),
         raw_label_scores=outcome.get("raw_label_scores"), budget=budget.to_dict(),
         tips=[t.to_dict() for t in lint(spec, examples=example_sets[0], test_texts=texts, budget=budget)],
-        warnings=_label_warnings(spec, references) + _cut_warnings(prompts, room), spec=spec.to_dict(),
-        model=getattr(loaded, "name", ""))
+        warnings=warnings, spec=spec.to_dict(), model=getattr(loaded, "name", ""), base_model=arm.model,
+        ms_per_token=ms_per_token(loaded), memory_mb=_weights_mb(loaded) + max(0.0, clock.rss_peak - clock.rss_start))
 
 
-def _classify(spec: PromptSpec, loaded: Any, renderer: Renderer, prompts: list[list[int]],
-              examples: list[Example], references: list[str], clock: _Clock,
-              should_stop: Callable[[], bool] | None, shares: np.ndarray | None) -> dict:
-    labels = spec.labels
+class _Prompter:
+    """Each row's prompt token ids, from that row alone (its examples never depend on the other rows)."""
+
+    def __init__(self, spec: PromptSpec, renderer: Renderer, pool: pd.DataFrame | None, room: int) -> None:
+        self.spec, self.renderer, self.pool, self.room = spec, renderer, pool, room
+
+    def prompts(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[Example]]]:
+        example_sets = [examples_for(self.pool, ids) for ids in select_examples(self.spec, self.pool, texts)]
+        prompts = [self.renderer.prompt_ids(text, examples, max_tokens=self.room)
+                   for text, examples in zip(texts, example_sets)]
+        return prompts, example_sets
+
+
+def _fit_calibration(spec: PromptSpec, loaded: Any, renderer: Renderer, prompter: _Prompter,
+                     train: pd.DataFrame | None, validation: pd.DataFrame | None,
+                     should_stop: Callable[[], bool] | None) -> Calibration:
+    """The arm's calibration, fitted (and for "auto" chosen) on rows that are never scored."""
+    method = calib.normalise_method(spec.calibration)
+    labels = list(spec.labels)
+    if method == "none":
+        return calib.uncalibrated(labels)
     answers = [renderer.answer_ids(label) for label in labels]
-    scores = score_labels(loaded, prompts, answers, on_batch=clock, should_stop=should_stop)
     content_free = None
-    if spec.calibration == "content-free":
-        content_free = score_labels(loaded, [renderer.prompt_ids(CONTENT_FREE_TEXT, examples)], answers)[0]
-    raw = calibrate(scores, "none")
-    probs = calibrate(scores, spec.calibration, content_free, shares)
+    if method in ("content-free", "auto"):
+        cf_prompts, _ = prompter.prompts([CONTENT_FREE_TEXT])
+        content_free = score_labels(loaded, cf_prompts, answers)[0]
+        if method == "content-free":
+            return calib.content_free(labels, content_free)
+    rows, fitted_on = _fitting_rows(train, validation, labels, spec.seed)
+    if rows is None:
+        if method == "fitted":
+            raise SettingsError("A fitted calibration needs labelled rows that are not scored, and there are none.",
+                                "Give training or validation rows, or choose 'none' or 'content-free'.")
+        return calib.content_free(labels, content_free) if content_free is not None else calib.uncalibrated(labels)
+    references = [str(x) for x in rows["label"]]
+    prompts, _ = prompter.prompts([str(t) for t in rows["text"]])
+    scores = score_labels(loaded, prompts, answers, should_stop=should_stop)
+    if method == "fitted":
+        return calib.fitted(labels, scores, references, fitted_on)
+    name, metric = _choice_metric(references, labels)
+    return calib.choose(labels, scores, references, fitted_on=fitted_on, metric=metric, metric_name=name,
+                        content_free_scores=content_free)
+
+
+def _fitting_rows(train: pd.DataFrame | None, validation: pd.DataFrame | None, labels: Sequence[str],
+                  seed: int) -> tuple[pd.DataFrame | None, str | None]:
+    """The validation rows (else the training rows) with a known label, at most ``FIT_ROWS_MAX`` (seeded)."""
+    for rows, name in ((validation, "validation"), (train, "train")):
+        if rows is None or not len(rows):
+            continue
+        rows = rows[rows["label"].astype(str).isin(set(labels))]
+        if len(rows):
+            if len(rows) > calib.FIT_ROWS_MAX:
+                rows = rows.sample(calib.FIT_ROWS_MAX, random_state=seed)
+            return rows.reset_index(drop=True), name
+    return None, None
+
+
+def _choice_metric(references: Sequence[str], labels: Sequence[str]) -> tuple[str, Callable]:
+    """Macro-F1 when the answers are unbalanced (the health check's rule), else accuracy."""
+    from .metrics import unbalanced
+
+    key = "macro_f1" if unbalanced(references) else "accuracy"
+    return key, lambda refs, preds: classification_metrics(refs, preds, labels)[key]
+
+
+def _classify(spec: PromptSpec, scores: np.ndarray, calibration: Calibration, references: list[str],
+              answers: list[list[int]]) -> dict:
+    labels = spec.labels
+    raw = calib.softmax(scores)
+    probs = calibration.apply(scores)
     raw_predictions = [labels[i] for i in raw.argmax(axis=1)]
     predictions = [labels[i] for i in probs.argmax(axis=1)]
     metrics = _classification_report(references, predictions, raw_predictions, labels)
-    metrics["calibration"] = spec.calibration
-    if spec.calibration == "batch" and shares is not None:
-        metrics["calibration_label_shares"] = {label: float(x) for label, x in zip(labels, shares)}
+    metrics["calibration"] = calibration.method
 
     def as_dicts(table: np.ndarray) -> list[dict[str, float]]:
         return [{label: float(p) for label, p in zip(labels, row)} for row in table]
 
     return {"metrics": metrics, "predictions": predictions, "label_scores": as_dicts(probs),
-            "raw_label_scores": as_dicts(raw), "calibration": spec.calibration,
-            "answer_tokens_per_row": sum(len(a) - 1 for a in answers)}
+            "raw_label_scores": as_dicts(raw), "answer_tokens_per_row": sum(len(a) - 1 for a in answers)}
+
+
+def _classify_one(loaded: Any, answers: list[list[int]], calibration: Calibration, labels: Sequence[str],
+                  row: int, prompt: list[int]) -> str:
+    scores = score_labels(loaded, [prompt], answers)
+    return labels[int(calibration.apply(scores).argmax(axis=1)[0])]
+
+
+def _generate_one(loaded: Any, renderer: Renderer, spec: PromptSpec, texts: Sequence[str], row: int,
+                  prompt: list[int]) -> str:
+    limit = min(spec.max_answer_tokens, 2 * len(renderer.encode(texts[row])) + 16)
+    return generate_answers(loaded, [prompt], max_new_tokens=limit, stop_ids=renderer.stop_ids(),
+                            stop_at_newline=spec.stop_at_newline)[0]
+
+
+def _single_query_latencies(answer_one: Callable[[int, list[int]], str], prompts: list[list[int]],
+                            predictions: list[str], should_stop: Callable[[], bool] | None,
+                            rows: int = LATENCY_ROWS) -> tuple[list[float], float]:
+    """Answer the first ``rows`` rows one query at a time, as a deployed arm would: milliseconds per query
+    (the whole prompt computed, no batch to share it with) and the share of answers equal to the batched ones."""
+    latencies, same = [], 0
+    for i in range(min(rows, len(prompts))):
+        if should_stop and should_stop():
+            raise Stopped("The evaluation was stopped.")
+        started = time.perf_counter()
+        answer = answer_one(i, prompts[i])
+        latencies.append((time.perf_counter() - started) * 1000)
+        same += answer == predictions[i]
+    return latencies, same / max(len(latencies), 1)
+
+
+def _agreement_warnings(agreement: float) -> list[dict]:
+    if agreement >= 1.0:
+        return []
+    return [{"code": "single_query_differs", "message": f"Answered one at a time, {1 - agreement:.0%} of the timed "
+             "rows got another answer than in the batch (rounding differences on near-ties).",
+             "numbers": {"agreement": round(agreement, 4)}}]
+
+
+_MS_PER_TOKEN: dict[tuple, float] = {}
+
+
+def ms_per_token(loaded: Any, rows: int = 8, row_tokens: int = 32, prefix_tokens: int = 128) -> float:
+    """The model's time per computed token on this machine, measured once per model and dtype in a process.
+
+    A fixed workload (``rows`` rows of ``row_tokens`` after a shared prefix, scored against two one-token
+    answers) timed three times, the fastest kept. Arms of one model share it, so their costs differ only
+    by the tokens they compute, never by timing noise; an adapter merged into the weights costs the same.
+    """
+    key = (getattr(loaded, "path", None) or getattr(loaded, "name", ""), str(getattr(loaded, "dtype", "")),
+           sum(p.numel() for p in loaded.model.parameters()))
+    if key not in _MS_PER_TOKEN:
+        vocab = int(loaded.model.config.vocab_size)
+        rng = np.random.default_rng(0)
+        prefix = rng.integers(100, vocab, prefix_tokens).tolist()
+        prompts = [prefix + rng.integers(100, vocab, row_tokens).tolist() for _ in range(rows)]
+        answers = [[int(rng.integers(100, vocab))] for _ in range(2)]
+        score_labels(loaded, prompts, answers)  # warm up
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            score_labels(loaded, prompts, answers)
+            best = min(best, time.perf_counter() - started)
+        _MS_PER_TOKEN[key] = best * 1000 / (prefix_tokens + rows * row_tokens)
+    return _MS_PER_TOKEN[key]
+
+
+def _weights_mb(loaded: Any) -> float:
+    return sum(p.numel() * p.element_size() for p in loaded.model.parameters()) / 2**20
+
+
+def _rss_mb() -> float:
+    """The process's resident memory now (not its peak), in MB."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return _peak_rss_mb()
 
 
 def _classification_report(references: list[str], predictions: list[str], raw_predictions: list[str],
@@ -590,7 +734,7 @@ def _generate(spec: PromptSpec, loaded: Any, renderer: Renderer, prompts: list[l
     limits = [min(spec.max_answer_tokens, 2 * len(renderer.encode(t)) + 16) for t in texts]
     predictions = generate_answers(loaded, prompts, max_new_tokens=limits, stop_ids=renderer.stop_ids(),
                                    stop_at_newline=spec.stop_at_newline, on_batch=clock, should_stop=should_stop)
-    return {"metrics": text_metrics(references, predictions), "predictions": predictions, "calibration": "none",
+    return {"metrics": text_metrics(references, predictions), "predictions": predictions,
             "answer_tokens_per_row": float(np.mean([len(renderer.encode(p)) for p in predictions]))}
 
 
@@ -621,7 +765,7 @@ def _peak_rss_mb() -> float:
 
 def evaluate_seeds(arm: Arm, test: pd.DataFrame, *, task: str, labels: list[str] | None = None,
                    train: pd.DataFrame | None = None, loaded: Any = None, seeds: Sequence[int] = (0, 1, 2),
-                   on_progress: Progress | None = None,
+                   calibration_rows: pd.DataFrame | None = None, on_progress: Progress | None = None,
                    should_stop: Callable[[], bool] | None = None) -> dict:
     """Rerun the arm with several example draws (seeds): mean, spread and each run.
 
@@ -640,8 +784,8 @@ def evaluate_seeds(arm: Arm, test: pd.DataFrame, *, task: str, labels: list[str]
                 on_progress(n * total + done, len(seeds) * total, f"seed {seeds[n]}: {message}")
 
         results.append(_evaluate_loaded(seeded, model, test, task=task, labels=labels, train=train,
-                                        on_progress=progress, should_stop=should_stop,
-                                        started=time.perf_counter()))
+                                        on_progress=progress, should_stop=should_stop, started=time.perf_counter(),
+                                        calibration_rows=calibration_rows))
     values = np.array([r.metrics[key] for r in results], dtype=float)
     summary = {"metric": key, "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1
                else 0.0, "min": float(values.min()), "max": float(values.max()),

@@ -37,6 +37,7 @@ BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PREDICT_SCRIPT = Path(__file__).resolve().parent / "assets" / "predict.py"
 PROMPT_FILE, CALIBRATION_FILE, SCORES_FILE, CARD_FILE = "prompt.json", "calibration.json", "scores.json", "README.md"
 EXPORT_FORMAT = 1
+SPARE_ROWS = 200  # spare example rows kept for swapping out an example that is the row's own text
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 Progress = Callable[[int, int, str], None]
@@ -83,7 +84,7 @@ def calibration_of(result: Any, spec: Any, *, train: pd.DataFrame | None = None,
     probabilities for an empty text (scored again here with ``loaded``); 'none' by nothing.
     ``train`` must be the pool the evaluation was given (its label shares enter 'batch').
     """
-    from .evaluate import _softmax, training_label_shares
+    from .calibration import softmax
 
     fit = getattr(result, "calibration_fit", None)
     if fit:
@@ -94,7 +95,7 @@ def calibration_of(result: Any, spec: Any, *, train: pd.DataFrame | None = None,
     if method in ("batch", "fitted") and result is not None and result.raw_label_scores:
         probs = np.array([[row[label] for label in labels] for row in result.raw_label_scores], dtype=np.float64)
         leaning = probs.mean(axis=0)
-        shares = training_label_shares(train, labels)
+        shares = _label_shares(train, labels)
         if shares is not None:
             leaning = leaning / np.maximum(shares, 1e-12)
         return {"method": "batch", "fitted_on": "test", "rows": int(len(probs)), "labels": labels,
@@ -108,34 +109,53 @@ def calibration_of(result: Any, spec: Any, *, train: pd.DataFrame | None = None,
         renderer = Renderer(spec, loaded.tokenizer)
         answers = [renderer.answer_ids(label) for label in labels]
         free = score_labels(loaded, [renderer.prompt_ids(CONTENT_FREE_TEXT, list(examples))], answers)[0]
-        leaning = _softmax(np.asarray(free, dtype=np.float64))
+        leaning = softmax(np.asarray(free, dtype=np.float64))
         return {"method": "content-free", "fitted_on": None, "rows": 1, "labels": labels,
                 "log_bias": [float(x) for x in np.log(np.maximum(leaning, 1e-12))]}
     return none
 
 
+def _label_shares(train: pd.DataFrame | None, labels: Sequence[str]) -> np.ndarray | None:
+    """How common each label is among the training rows (add-one smoothed): what results saved before
+    fixed calibrations divided by."""
+    if train is None or len(train) == 0:
+        return None
+    counts = train["label"].astype(str).value_counts().reindex(list(labels), fill_value=0).to_numpy(float) + 1
+    return counts / counts.sum()
+
+
 # -- what the prompt needs ----------------------------------------------------------------------------------
 
 def prompt_data(spec: Any, tokenizer: Any, *, context_length: int, train: pd.DataFrame | None = None,
-                test_texts: Sequence[str] = (), base_model: str, dtype: str) -> dict:
+                base_model: str, dtype: str) -> dict:
     """``prompt.json``: everything ``predict.py`` needs to render and score the prompt as the harness did.
 
-    Examples: for random, balanced and hand-picked selections the examples the evaluation used (the same
-    for every row); for 'similar' the pool rows they were picked from (training rows whose text is not
-    among ``test_texts``), so each new row gets its nearest ones.
+    Examples: for random, balanced and hand-picked selections the examples every row is shown, with the
+    first spare rows that replace one whose text is the row's own; for 'similar' the whole pool, each row
+    then gets its nearest rows (never its own text). A row's examples depend on that row and the pool alone.
     """
-    from .prompting import ROW_PLACEHOLDER, Renderer, _normalise, examples_for, select_examples
+    from .prompting import ROW_PLACEHOLDER, Renderer, _balanced, examples_for, select_examples
 
     renderer = Renderer(spec, tokenizer)
-    texts = [str(t) for t in test_texts] or [""]
+    pool = [[str(t), str(label)] for t, label in zip(train["text"], train["label"])] if train is not None else []
     if spec.n_examples and spec.selection == "similar":
-        keys = {_normalise(t) for t in texts}
-        pool = [[str(t), str(label)] for t, label in zip(train["text"], train["label"]) if _normalise(t) not in keys]
         examples: dict = {"selection": "similar", "k": spec.n_examples, "pool": pool}
-        first: list = []
+    elif spec.n_examples:
+        # The same examples for every row, except that one with the row's own text is swapped for the next
+        # spare row (same label first), as the harness does; the first spare rows are kept for that.
+        base = select_examples(spec, train, [""])[0]
+        spare: list = []
+        if spec.selection in ("random", "balanced"):
+            rng = np.random.default_rng(spec.seed)
+            everyone = np.arange(len(train))
+            drawn = ([int(i) for i in rng.choice(everyone, size=spec.n_examples, replace=False)]
+                     if spec.selection == "random" else None)
+            drawn = drawn if drawn is not None else _balanced(train, everyone, spec.n_examples, rng, spec.task)
+            spare = [pool[int(i)] for i in rng.permutation(everyone) if int(i) not in set(drawn)][:SPARE_ROWS]
+        examples = {"selection": spec.selection, "items": [list(e) for e in examples_for(train, base)],
+                    "spare": spare}
     else:
-        first = examples_for(train, select_examples(spec, train, texts)[0]) if spec.n_examples else []
-        examples = {"selection": spec.selection if spec.n_examples else "none", "items": [list(e) for e in first]}
+        examples = {"selection": "none", "items": [], "spare": []}
     classification = spec.task == "classification"
     answers = [renderer.answer_ids(label) for label in spec.labels] if classification else []
     room = context_length - (max(len(a) for a in answers) if classification else spec.max_answer_tokens)
@@ -191,9 +211,7 @@ def export_arm(folder: str | Path, arm: Any, result: Any, *, train: pd.DataFrame
         tokenizer, context = _tokenizer(arm.model, load_tokenizer), context_length_of(arm.model)
         dtype = dtype or str(best_dtype()).replace("torch.", "")
     base = hub_id(arm.model)
-    texts = result.texts if result is not None else []
-    data = prompt_data(spec, tokenizer, context_length=context, train=train, test_texts=texts, base_model=base,
-                       dtype=dtype)
+    data = prompt_data(spec, tokenizer, context_length=context, train=train, base_model=base, dtype=dtype)
     if text_column:
         data["text_column"] = text_column
     if calibration is None:
@@ -337,16 +355,22 @@ class ArmPackage:
 
 
 def package_examples(prompt: dict, texts: Sequence[str]) -> list[list[tuple[str, str]]]:
-    """Each text's examples, as the export's ``predict.py`` picks them."""
-    examples = prompt["examples"]
-    if examples["selection"] != "similar":
-        fixed = [tuple(e) for e in examples.get("items", [])]
-        return [fixed] * len(texts)
-    from .prompting import _similar
+    """Each text's examples, as the export's ``predict.py`` picks them (and the harness did)."""
+    from .prompting import _normalise, _similar, _without_own_text
 
-    pool = pd.DataFrame(examples["pool"], columns=["text", "label"])
-    picked = _similar(pool, np.arange(len(pool)), int(examples["k"]), [str(t) for t in texts])
-    return [[tuple(examples["pool"][i]) for i in ids] for ids in picked]
+    examples = prompt["examples"]
+    if examples["selection"] == "similar":
+        pool = pd.DataFrame(examples["pool"], columns=["text", "label"])
+        keys = [_normalise(t) for t in pool["text"]]
+        picked = _similar(pool, keys, int(examples["k"]), [str(t) for t in texts])
+        return [[tuple(examples["pool"][i]) for i in ids] for ids in picked]
+    items = [tuple(e) for e in examples.get("items", [])]
+    if examples["selection"] not in ("random", "balanced"):
+        return [items] * len(texts)
+    rows = items + [tuple(e) for e in examples.get("spare", [])]
+    keys, labels = [_normalise(t) for t, _ in rows], [label for _, label in rows]
+    base, spare = list(range(len(items))), list(range(len(items), len(rows)))
+    return [[rows[i] for i in _without_own_text(base, spare, keys, labels, _normalise(t))] for t in texts]
 
 
 @dataclass

@@ -5,6 +5,7 @@
     chrf_statistics / chrf_of_rows                          -> chrF of any subset of rows from per-row statistics
     label_shares(predictions, labels)                       -> share of rows per predicted label
     collapse(predictions, references, labels)               -> did the model answer (almost) one label?
+    unbalanced(references)                                  -> is the most common answer 3x the rarest?
 """
 
 from __future__ import annotations
@@ -16,6 +17,16 @@ import numpy as np
 
 COLLAPSE_SHARE = 0.8  # one label takes at least this share of the answers ...
 COLLAPSE_EXCESS = 0.25  # ... and at least this much more than its share among the true answers
+IMBALANCE_RATIO = 3  # the most common answer this many times the rarest: accuracy alone misleads, read macro-F1
+
+
+def unbalanced(references: Sequence[str]) -> bool:
+    """True when the most common answer is at least ``IMBALANCE_RATIO`` times as common as the rarest.
+
+    The health check warns from the same rule, and calibration and the recommendation then judge by macro-F1.
+    """
+    counts = Counter(str(r) for r in references)
+    return bool(counts) and max(counts.values()) >= IMBALANCE_RATIO * min(counts.values())
 
 
 def classification_metrics(references: Sequence[str], predictions: Sequence[str], labels: Sequence[str]) -> dict:

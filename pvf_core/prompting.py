@@ -43,7 +43,7 @@ from .settings import check_ranges, field_label, known_fields, setting
 TASKS = ("classification", "text-to-text")
 SELECTIONS = ("random", "balanced", "similar", "manual")
 EXAMPLE_STYLES = ("conversation", "list")
-CALIBRATIONS = ("batch", "content-free", "none")
+CALIBRATIONS = ("auto", "fitted", "content-free", "none")
 ROW_PLACEHOLDER = "PVF_ROW_TEXT_7f3a"  # stands for the row's text while the chat template is rendered
 CONTENT_FREE_TEXT = "N/A"
 
@@ -84,10 +84,12 @@ class PromptSpec:
     example_style: str = setting("conversation", "How examples are shown: 'conversation' as earlier chat turns "
                                  "(measured better here), or 'list' inside the user's message.",
                                  choices=EXAMPLE_STYLES, advanced=True)
-    calibration: str = setting("batch", "Corrects a model that leans towards one label. 'batch' divides each "
-                               "label's probability by its average over the rows being classified (measured "
-                               "best); 'content-free' by its probability for an empty text; 'none' keeps the "
-                               "raw scores.", choices=CALIBRATIONS)
+    calibration: str = setting("auto", "Corrects a model that leans towards some labels whatever the text says, "
+                               "with one fixed correction per label, fitted on rows that are never scored, so "
+                               "each text is answered on its own. 'fitted': the model's average lean over the "
+                               "validation rows; 'content-free': its lean for an empty text; 'none': the raw "
+                               "scores; 'auto' (default) picks the one that scores best on the validation rows.",
+                               choices=CALIBRATIONS)
     max_answer_tokens: int = setting(64, "Text-to-text: the longest answer the model may write, in tokens.",
                                      min=1, max=1024, advanced=True)
     stop_at_newline: bool = setting(True, "Text-to-text: stop the answer at the first line break (one-line "
@@ -96,6 +98,8 @@ class PromptSpec:
                         "which examples were drawn.", min=0)
 
     def __post_init__(self) -> None:
+        if self.calibration == "batch":  # saved before calibration was fitted off the test rows
+            self.calibration = "fitted"
         check_ranges(self)
         self.labels = [str(label) for label in self.labels]
         self.verbalizers = {str(k): str(v) for k, v in self.verbalizers.items()}
@@ -266,15 +270,17 @@ def _normalise(text: str) -> str:
 def select_examples(spec: PromptSpec, pool: pd.DataFrame | None, test_texts: Sequence[str] = ()) -> list[list[int]]:
     """For each test row, the row numbers of ``pool`` (columns text, label) to show as examples.
 
-    random / balanced / manual give every row the same examples (so their prefix is computed once);
-    similar gives each row its own. Pool rows whose text also appears among the test rows are never
-    drawn automatically (they would leak the answer); hand-picked rows are used as given and ``lint``
-    flags leaks.
+    A row's examples depend on that row and the pool alone, never on the other test rows, so its answer
+    is the same however many rows are scored. random / balanced / manual give every row the same
+    examples (so their prefix is computed once), except that a pool row with the same text as the test
+    row is never shown to it (it would leak the answer): it is swapped for the next row of one seeded
+    spare order (same label where possible). similar gives each row its own nearest pool rows.
+    Hand-picked rows are used as given and ``lint`` flags leaks.
     """
-    n_rows = max(len(test_texts), 1)
+    texts = list(test_texts) or [""]
     k = spec.n_examples
     if k == 0:
-        return [[] for _ in range(n_rows)]
+        return [[] for _ in texts]
     if pool is None or len(pool) == 0:
         raise SettingsError(f"{k} examples were asked for, but there are no training rows to take them from.",
                             "Use 0 examples (zero-shot) or give training data.")
@@ -283,18 +289,37 @@ def select_examples(spec: PromptSpec, pool: pd.DataFrame | None, test_texts: Seq
         if bad:
             raise SettingsError(f"Hand-picked row {bad[0]} does not exist; the training data has rows 0 to "
                                 f"{len(pool) - 1}.")
-        return [list(spec.example_ids)] * n_rows
-    test_keys = {_normalise(t) for t in test_texts}
-    allowed = np.array([i for i, t in enumerate(pool["text"]) if _normalise(t) not in test_keys])
-    if len(allowed) < k:
-        raise SettingsError(f"{k} examples were asked for, but only {len(allowed)} training rows can be used.",
+        return [list(spec.example_ids)] * len(texts)
+    if len(pool) < k:
+        raise SettingsError(f"{k} examples were asked for, but only {len(pool)} training rows can be used.",
                             "Use fewer examples.")
+    keys = [_normalise(t) for t in pool["text"]]
+    if spec.selection == "similar":
+        return _similar(pool, keys, k, texts)
     rng = np.random.default_rng(spec.seed)
-    if spec.selection == "random":
-        return [[int(i) for i in rng.choice(allowed, size=k, replace=False)]] * n_rows
-    if spec.selection == "balanced":
-        return [_balanced(pool, allowed, k, rng, spec.task)] * n_rows
-    return _similar(pool, allowed, k, list(test_texts))
+    everyone = np.arange(len(pool))
+    base = ([int(i) for i in rng.choice(everyone, size=k, replace=False)] if spec.selection == "random"
+            else _balanced(pool, everyone, k, rng, spec.task))
+    spare = [int(i) for i in rng.permutation(everyone) if int(i) not in set(base)]
+    labels = pool["label"].astype(str).tolist()
+    return [_without_own_text(base, spare, keys, labels, _normalise(text)) for text in texts]
+
+
+def _without_own_text(base: list[int], spare: list[int], keys: list[str], labels: list[str], own: str) -> list[int]:
+    """``base`` with each example whose text is the row's own swapped for a spare row (same label first)."""
+    if all(keys[i] != own for i in base):
+        return base
+    taken, chosen = set(base), []
+    for i in base:
+        if keys[i] != own:
+            chosen.append(i)
+            continue
+        fits = [j for j in spare if j not in taken and keys[j] != own]
+        swap = next((j for j in fits if labels[j] == labels[i]), fits[0] if fits else None)
+        if swap is not None:
+            chosen.append(swap)
+            taken.add(swap)
+    return chosen
 
 
 def _balanced(pool: pd.DataFrame, allowed: np.ndarray, k: int, rng: np.random.Generator, task: str) -> list[int]:
@@ -316,22 +341,23 @@ def _balanced(pool: pd.DataFrame, allowed: np.ndarray, k: int, rng: np.random.Ge
     return [int(i) for i in rng.permutation(chosen)]
 
 
-def _similar(pool: pd.DataFrame, allowed: np.ndarray, k: int, test_texts: list[str]) -> list[list[int]]:
-    """The k allowed pool rows most similar to each test row, most similar last (nearest the question).
+def _similar(pool: pd.DataFrame, keys: list[str], k: int, test_texts: list[str]) -> list[list[int]]:
+    """The k pool rows most similar to each test row (never one with the row's own text), most similar last.
 
     TF-IDF over words and word pairs rather than embeddings: it needs no extra model, runs in
-    milliseconds on a CPU, is deterministic, and a 135M chat model makes weak sentence embeddings.
+    milliseconds on a CPU, is deterministic, and a 135M chat model makes weak sentence embeddings. The
+    vocabulary is fitted on the pool alone, so a row's examples do not depend on the other test rows.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    texts = [str(t) for t in pool["text"].to_numpy()[allowed]]
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-    pool_vectors = vectorizer.fit_transform(texts)
+    pool_vectors = vectorizer.fit_transform([str(t) for t in pool["text"]])
     similarity = (vectorizer.transform(test_texts) @ pool_vectors.T).toarray()
     chosen = []
-    for row in similarity:
-        top = np.argsort(-row, kind="stable")[:k]
-        chosen.append([int(allowed[i]) for i in top[::-1]])
+    for text, row in zip(test_texts, similarity):
+        own = _normalise(text)
+        top = [int(i) for i in np.argsort(-row, kind="stable") if keys[int(i)] != own][:k]
+        chosen.append(top[::-1])
     return chosen
 
 

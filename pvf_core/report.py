@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from .compare import score_text, unchanged_input_metrics
+from .compare import metric_name, score_text, unchanged_input_metrics
 
 PALETTE = ["#4B5FD6", "#E4572E", "#17BEBB", "#FFC914", "#76B041", "#9C51B6", "#F28C28", "#5C6B73"]
 
@@ -49,7 +49,7 @@ def metric_bars_figure(rows: list[dict], metric: str, unchanged: float | None = 
                      array=[(r.get("high", r["value"]) - r["value"]) * 100 for r in rows],
                      arrayminus=[(r["value"] - r.get("low", r["value"])) * 100 for r in rows]),
         text=[score_text(r["value"], metric, named=False) for r in rows], textposition="outside"))
-    unit = "" if metric.lower() == "chrf" else " (%)"
+    unit = "" if metric.lower() in ("chrf", "macro-f1") else " (%)"
     fig.update_layout(title=f"{metric} on the same test rows (bars: 95% interval)", height=340,
                       yaxis_title=f"{metric}{unit}", yaxis_range=[0, 105], margin=dict(l=10, r=10, t=40, b=10))
     if unchanged is not None:
@@ -117,24 +117,31 @@ def per_class_frame(metrics: dict) -> pd.DataFrame:
 
 
 def readable_metrics_table(comparison) -> pd.DataFrame:
-    """The comparison's scores, speed and cost as people read them: plain column names with units, one
-    rounding rule (scores to 0.1 point). The page and the HTML report show this same table."""
+    """The comparison's scores, speed and cost as people read them: plain column names with units, scores
+    to 0.1 point. The Compare page and the HTML report show this same table."""
+    from .compare import metric_name
+
+    def known(value) -> bool:
+        return value is not None and value == value
+
     table = comparison.metrics_table()
-    metric = "accuracy" if comparison.task == "classification" else "chrf"
-    scale = 100 if metric == "accuracy" else 1
-    named = {"accuracy": "accuracy (%)", "chrf": "chrF (0-100)"}[metric]
+    metric = comparison.metric
+    scale = 1 if metric == "chrf" else 100
     out = pd.DataFrame({"arm": table["arm"], "kind": table["kind"]})
-    out[f"{named}, 95% interval"] = [
-        f"{v * scale:.1f} ({lo * 100:.1f}–{hi * 100:.1f})" if lo is not None and lo == lo else f"{v * scale:.1f}"
-        for v, lo, hi in zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
-    second = "macro_f1" if metric == "accuracy" else "exact_match"
-    out["macro-F1 (%)" if second == "macro_f1" else "exact match (%)"] = (table[second] * 100).round(1)
-    out["ms per text (median / slowest 5%)"] = [f"{a:.0f} / {b:.0f}" for a, b in
-                                                zip(table["latency_ms_p50"], table["latency_ms_p95"])]
-    out["prompt tokens per text"] = table["prompt_tokens_per_query"].round(0).astype(int)
-    out["peak memory (MB)"] = table["peak_memory_mb"].round(0).astype(int)
-    out["training (s)"] = table["train_seconds"].fillna(0).round(0).astype(int)
+    name = f"{metric_name(metric)} (95% interval)"
+    out[name] = [f"{v * scale:.1f} ({lo * 100:.1f}–{hi * 100:.1f})" if known(lo) else f"{v * scale:.1f}"
+                 for v, lo, hi in zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
+    for other in (["accuracy", "macro_f1"] if comparison.task == "classification" else ["exact_match"]):
+        if other != metric:
+            out[metric_name(other) if other != "exact_match" else "exact match"] = (table[other] * 100).round(1)
     out["$ per 1,000 texts"] = table["cost_per_1000_queries"].map(lambda v: f"{v:.4f}")
+    out["computed tokens per text"] = table["computed_tokens_per_query"].map(
+        lambda v: f"{v:,.0f}" if known(v) else "–")
+    out["ms per text, p50 / p95"] = [f"{a:.0f} / {b:.0f}" for a, b in zip(table["latency_ms_p50"],
+                                                                         table["latency_ms_p95"])]
+    out["memory answering (MB)"] = table["peak_memory_mb"].round(0)
+    out["training (s)"] = table["train_seconds"].round(0)
+    out["training peak memory (MB)"] = table["train_peak_memory_mb"].round(0)
     out["$ per month"] = table["monthly_cost"].map(lambda v: f"{v:,.2f}")
     return out
 
@@ -204,15 +211,15 @@ def comparison_figures(comparison) -> dict[str, go.Figure]:
     from .compare import cost_curve
 
     table = comparison.metrics_table()
-    metric = "accuracy" if comparison.task == "classification" else "chrf"
-    scale = 1 if metric == "accuracy" else 100
+    metric = comparison.metric
+    scale = 100 if metric == "chrf" else 1
     bars = [{"arm": row["arm"], "value": row[metric] / scale,
-             "low": row[f"{metric}_low"] if row[f"{metric}_low"] is not None else row[metric] / scale,
-             "high": row[f"{metric}_high"] if row[f"{metric}_high"] is not None else row[metric] / scale}
+             "low": row[f"{metric}_low"] if _known(row[f"{metric}_low"]) else row[metric] / scale,
+             "high": row[f"{metric}_high"] if _known(row[f"{metric}_high"]) else row[metric] / scale}
             for row in table.to_dict("records")]
     unchanged = None if comparison.task == "classification" else \
         unchanged_input_metrics(comparison.results[0])["chrf"] / 100
-    figures = {"quality": metric_bars_figure(bars, "accuracy" if metric == "accuracy" else "chrF", unchanged)}
+    figures = {"quality": metric_bars_figure(bars, metric_name(metric), unchanged)}
     horizon = max(10_000, int((comparison.break_even or 0) * 2), comparison.cost_model.queries_per_month)
     figures["cost"] = cost_figure(cost_curve(comparison.costs, horizon), comparison.break_even)
     if comparison.curve:
@@ -221,6 +228,35 @@ def comparison_figures(comparison) -> dict[str, go.Figure]:
         for r in comparison.results:
             figures[f"confusion:{r.arm}"] = confusion_figure(r.metrics["confusion"], r.metrics["labels"], r.arm)
     return figures
+
+
+def _known(value) -> bool:
+    return value is not None and value == value  # not None, not NaN
+
+
+def decision_rule_lines(comparison) -> list[str]:
+    """The decision rule with the numbers it used, in sentences (the page and the report say the same)."""
+    rule = comparison.recommendation.rule
+    name = metric_name(comparison.metric)
+    lines = [f"Deciding score: {rule.get('metric_reason') or name}",
+             f"Practical threshold: differences under {rule.get('min_difference_points', 1.0):g} points of {name} "
+             "do not separate two arms.",
+             f"Significance: p below {rule.get('alpha', 0.05)}; "
+             + (f"Holm's correction for the {rule.get('comparisons_corrected_for', 1)} comparisons between the arms "
+                "that can be the answer (a comparison with an arm set aside counts as one more)."
+                if rule.get("correction") == "Holm" else f"no correction for several comparisons was needed "
+                f"({str(rule.get('correction', 'none')).removeprefix('none: ')})."),
+             f"Costs per query within {rule.get('cost_noise', 0.1):.0%} of each other count as the same "
+             "(token counts vary by text and the per-token time is one measurement).",
+             "No weights: nothing adds criteria up or rescales by the best or worst arm, so adding an arm that is "
+             "no better on any count cannot change the answer."]
+    return lines + [f"Step {i}: {step}" for i, step in enumerate(rule.get("steps", []), 1)]
+
+
+def decision_rule_html(comparison) -> str:
+    import html
+
+    return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in decision_rule_lines(comparison)) + "</ul>"
 
 
 def write_report(comparison, folder) -> dict[str, str]:
@@ -252,6 +288,7 @@ def write_report(comparison, folder) -> dict[str, str]:
         ("Recommendation", card),
         ("Scores, speed and cost on the same test rows", table_html(readable_metrics_table(comparison))),
         ("Is the difference real?", tests),
+        ("How the recommendation was decided", decision_rule_html(comparison)),
         ("Charts", charts),
         *([("Where each arm goes wrong", wrong)] if confusions else []),
         ("Rows where the arms disagree (first 50)", table_html(disagree, "rows")),

@@ -41,6 +41,16 @@ def tiny_model(tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny32(tiny_model_dir):
+    """The tiny model in float32, so different computation orders agree to ~1e-6."""
+    import torch
+
+    from pvf_core.models import load_model
+
+    return load_model(str(tiny_model_dir), dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
 def bundled_model():
     """The real bundled SmolLM2-135M-Instruct (converted once into $PVF_MODEL_CACHE)."""
     from pvf_core.models import load_model

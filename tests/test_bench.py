@@ -49,3 +49,18 @@ def test_bench_compare_prints_the_ratio(tiny_model_dir, tmp_path):
     [saved] = tmp_path.glob("bench_compare-*.json")
     result = json.loads(saved.read_text())
     assert result["ours_seconds"] > 0 and result["baseline_seconds"] > 0 and result["recommendation"]
+
+
+def test_bench_images_prints_the_ratios(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from images_support import labelled_files, make_zip
+    from pvf_core.images.models import make_tiny_backbone
+
+    images = make_zip(tmp_path / "images.zip", labelled_files(10, ("red", "blue", "green")))
+    backbone = make_tiny_backbone(tmp_path / "backbone", image_size=32)
+    out = bench("bench_images.py", "--images", str(images), "--model", str(backbone), "--rows", "12",
+                "--epochs", "2", "--score-rows", "4", "--json", str(tmp_path / "images.json"))
+    assert "ratio ours/baseline" in out and "at batch 1" in out and "at batch 32" in out
+    result = json.loads((tmp_path / "images.json").read_text())
+    assert result["train_images"] == 12 and result["finetune_images_per_second"]["ratio"] > 0
+    assert set(result["scoring_images_per_second"]) == {"batch_1", "batch_32"}

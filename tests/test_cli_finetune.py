@@ -47,6 +47,28 @@ def test_contract_keys_predictions_and_adapter(tiny_learner_dir, toy_csvs, tmp_p
 
     run = Store().get_run(result["run_id"])
     assert run.status == "done" and run.kind == "finetune" and run.metrics["accuracy"] == result["metrics"]["accuracy"]
+    # Calibrated on the 10 validation rows, never the test rows; the arm is kept for later comparisons.
+    assert result["calibration"]["fitted_on"] == "validation" and result["calibration"]["rows"] == 10
+    assert result["latency_ms"]["rows"] == 20 and result["latency_ms"]["p95"] >= result["latency_ms"]["p50"] > 0
+    from pvf_core.compare import comparable_runs
+
+    assert result["run_id"] in [r.id for r in comparable_runs(Store(), None)]
+
+
+def test_a_saved_adapter_is_rescored_with_its_own_prompt_and_calibration(tiny_learner_dir, toy_csvs, tmp_path):
+    train, test = toy_csvs
+    out = tmp_path / "run"
+    trained = invoke("finetune", "--train", train, "--test", test, "--model", tiny_learner_dir, "--limit", 12,
+                     "--max-train", 60, "--output", out, "--predictions", tmp_path / "trained.csv", "--json", *TINY)
+    assert trained.exit_code == 0, trained.output
+    assert (out / "calibration.json").is_file()
+    again = invoke("prompt", "--train", train, "--test", test, "--adapter", out, "--limit", 5,
+                   "--predictions", tmp_path / "again.csv", "--json")
+    assert again.exit_code == 0, again.output
+    result = json.loads(again.stdout.strip().splitlines()[-1])
+    assert result["calibration"] == json.loads(trained.stdout.strip().splitlines()[-1])["calibration"]
+    first, second = pd.read_csv(tmp_path / "trained.csv"), pd.read_csv(tmp_path / "again.csv")
+    assert list(second["prediction"]) == list(first["prediction"].head(5))  # same rows, same answers
 
 
 def test_output_folder_and_settings_file(tiny_learner_dir, toy_csvs, tmp_path):

@@ -73,32 +73,47 @@ def test_cost_model_rejects_negative_price():
         c.CostModel(price_per_hour=-1)
 
 
-def summaries_and_tests(score_prompt, score_tuned, p_value):
+def summaries_and_tests(score_prompt, score_tuned, p_value, ms_prompt=30, ms_tuned=30):
     model = c.CostModel()
-    prompt = c.ArmSummary("zero-shot", "prompt", score_prompt, 30, c.arm_cost("zero-shot", 30, 0, model))
-    tuned = c.ArmSummary("LoRA", "finetune", score_tuned, 30, c.arm_cost("LoRA", 30, 600, model))
-    test = c.PairwiseTest("zero-shot", "LoRA", "accuracy", score_tuned - score_prompt, p_value, "exact McNemar")
+    prompt = c.ArmSummary("zero-shot", "prompt", score_prompt, ms_prompt, c.arm_cost("zero-shot", ms_prompt, 0, model))
+    tuned = c.ArmSummary("LoRA", "finetune", score_tuned, ms_tuned, c.arm_cost("LoRA", ms_tuned, 600, model))
+    test = c.PairwiseTest("zero-shot", "LoRA", "accuracy", score_tuned - score_prompt, p_value, "exact McNemar",
+                          details={"chance_b_better": 0.7, "standard_error": 0.02, "rows": 200})
     return [prompt, tuned], {("zero-shot", "LoRA"): test}
 
 
 def test_a_tie_within_noise_goes_to_the_cheaper_arm():
+    # the same cost per query: the higher estimate wins (the finished training is not a cost of choosing it)
     summaries, tests = summaries_and_tests(0.80, 0.82, p_value=0.4)
     rec = c.recommend(summaries, tests)
+    assert rec.arm == "LoRA"
+    assert rec.set_aside == {"zero-shot": "LoRA"}
+    assert any(r.startswith("zero-shot is set aside: LoRA answers right 82.0% of the time, zero-shot 80.0%")
+               and "it could easily be luck, p = 0.400" in r for r in rec.reasons), rec.reasons
+    # zero-shot cheaper per query (beyond the noise): among arms the rows cannot separate, it wins
+    summaries, tests = summaries_and_tests(0.80, 0.82, p_value=0.4, ms_tuned=60)
+    rec = c.recommend(summaries, tests)
     assert rec.arm == "zero-shot"
-    assert any("cannot confirm" in r for r in rec.reasons)
+    assert any("zero-shot costs less per query" in r and "chance that zero-shot is the better one is about 30%" in r
+               for r in rec.reasons), rec.reasons
 
 
 def test_a_significant_win_goes_to_the_winner_and_reasons_name_numbers():
-    summaries, tests = summaries_and_tests(0.70, 0.88, p_value=0.001)
+    summaries, tests = summaries_and_tests(0.70, 0.88, p_value=0.001, ms_tuned=60)
     rec = c.recommend(summaries, tests, break_even=12_500)
     assert rec.arm == "LoRA"
-    assert any("88.0%" in r and "70.0%" in r and "+18.0 points" in r for r in rec.reasons)
+    assert "LoRA answers right 88.0% of the time, zero-shot 70.0%: 18.0 points apart, unlikely to be luck " \
+           "(p = 0.001)." in rec.reasons
     assert any("12,500" in w for w in rec.what_would_change)
 
 
-def test_priorities_can_overrule_a_small_significant_gain():
-    summaries, tests = summaries_and_tests(0.80, 0.83, p_value=0.01)
-    assert c.recommend(summaries, tests, c.Priorities(quality=0.5, effort=5, cost=5)).arm == "zero-shot"
+def test_a_significant_gain_below_the_practical_threshold_does_not_separate():
+    summaries, tests = summaries_and_tests(0.80, 0.83, p_value=0.01, ms_tuned=60)
+    assert c.recommend(summaries, tests).arm == "LoRA"
+    rec = c.recommend(summaries, tests, c.Priorities(min_difference=5.0))
+    assert rec.arm == "zero-shot"
+    assert any("below your threshold of 5" in r for r in rec.reasons), rec.reasons
+    assert rec.rule["min_difference_points"] == 5.0
 
 
 def test_nested_subsets_are_nested_and_stratified():
@@ -187,7 +202,7 @@ def test_scores_and_p_values_read_as_people_expect():
     assert c.score_text(0.78, "accuracy") == "78.0% accuracy" and c.score_text(0.7998, "chrF") == "chrF 80.0"
     summaries, tests = summaries_and_tests(0.70, 0.88, p_value=1e-9)
     rec = c.recommend(summaries, tests)
-    assert any("p < 0.001: unlikely to be luck" in r for r in rec.reasons), rec.reasons
+    assert any("very unlikely to be luck (p < 0.001)" in r for r in rec.reasons), rec.reasons
     assert "p < 0.001" in tests[("zero-shot", "LoRA")].sentence()
 
 
@@ -215,7 +230,7 @@ def test_an_arm_worse_than_leaving_the_text_unchanged_is_called_out():
                                     task="text-to-text", labels=[])
     first = comparison.recommendation.reasons[0]
     assert first.startswith(f"Careful: {comparison.recommendation.arm} scores worse than leaving the text unchanged")
-    assert "p < 0.001" in first
+    assert "p < 0.002 with 1,000 resamples" in first and "p < 0.001" not in first
     unchanged = comparison.to_dict()["unchanged_input"]
     assert unchanged["chrf"] > 80 and unchanged["exact_match"] == 0.0
 
@@ -226,7 +241,7 @@ def test_an_arm_that_improves_the_texts_says_so():
     comparison = c.build_comparison(arms, [c.ArmInfo("zero-shot", "prompt"), c.ArmInfo("LoRA", "finetune")],
                                     task="text-to-text", labels=[])
     assert comparison.recommendation.arm == "LoRA"
-    assert comparison.recommendation.reasons[0].startswith("It beats leaving the text unchanged (chrF ")
+    assert comparison.recommendation.reasons[0].startswith("LoRA beats leaving the text unchanged: chrF ")
     assert "chrF 100.0" in comparison.recommendation.reasons[0]
 
 
@@ -239,3 +254,17 @@ def test_the_chrf_bootstrap_from_row_statistics_equals_rescoring_every_sample():
     slow = c.paired_bootstrap(lambda r, p: text_metrics(list(r), list(p))["chrf"] / 100, refs, a, b, samples=60)
     fast = c.paired_bootstrap_chrf(refs, a, b, samples=60)
     assert fast == pytest.approx(slow) and fast["difference"] > 0
+
+
+def test_crossover_is_stated_with_its_uncertainty():
+    from pvf_core.compare.curve import crossover_summary
+
+    points = [(16, "prompting", 0.60), (16, "prompting", 0.62), (16, "fine-tuning", 0.50), (16, "fine-tuning", 0.55),
+              (64, "prompting", 0.61), (64, "prompting", 0.66), (64, "fine-tuning", 0.64), (64, "fine-tuning", 0.70),
+              (256, "prompting", 0.62), (256, "fine-tuning", 0.80)]
+    curve = pd.DataFrame([{"rows": n, "method": m, "score": s} for n, m, s in points])
+    found = crossover_summary(curve)
+    assert found["rows"] == 64 and found["between"] == [16, 64] and not found["clear"]
+    assert "between 16 and 64" in found["sentence"] and "uncertain" in found["sentence"]
+    clear = crossover_summary(curve[curve["rows"] != 64])
+    assert clear["rows"] == 256 and clear["clear"]

@@ -9,22 +9,13 @@ import pytest
 from conftest import dataset_path
 from pvf_core.evaluate import (Arm, EvalResult, Stopped, calibrate, evaluate, evaluate_seeds, generate_answers,
                                save_prompt_version, score_labels)
+from pvf_core.errors import SettingsError
 from pvf_core.metrics import classification_metrics, collapse, text_metrics
 from pvf_core.prompting import PromptSpec, Renderer
 
 LABELS = ["negative", "positive", "spam ham"]  # the last one has several tokens
 TEXTS = ["This movie was great", "terrible and boring film, I hated it a lot", "ok",
          "Please fix my account now, the login page crashes when I open it", "slow delivery", "I loved it"]
-
-
-@pytest.fixture(scope="module")
-def tiny32(tiny_model_dir):
-    """The tiny model in float32, so different computation orders agree to ~1e-6."""
-    import torch
-
-    from pvf_core.models import load_model
-
-    return load_model(str(tiny_model_dir), dtype=torch.float32)
 
 
 def prompts_and_answers(loaded, shots: int = 0):
@@ -116,35 +107,18 @@ def test_progress_and_stop(tiny32):
         score_labels(tiny32, prompts, answers, should_stop=lambda: True)
 
 
-# -- calibration ------------------------------------------------------------------------------------------
-
-def test_batch_calibration_undoes_a_collapse():
-    rng = np.random.default_rng(0)
-    truth = rng.integers(0, 2, 200)
-    signal = np.where(truth[:, None] == np.arange(2)[None, :], 0.6, 0.0)
-    scores = signal + np.array([3.0, 0.0]) + rng.normal(0, 0.2, (200, 2))  # everything leans to label 0
-    raw = calibrate(scores, "none").argmax(1)
-    fixed = calibrate(scores, "batch").argmax(1)
-    assert (raw == 0).mean() > 0.95
-    assert (fixed == truth).mean() > 0.85
-    np.testing.assert_allclose(calibrate(scores, "batch").sum(1), 1.0)
-
-
-def test_batch_calibration_keeps_a_rare_label_rare():
-    rng = np.random.default_rng(1)
-    truth = (rng.random(400) < 0.1).astype(int)  # 10 % of rows are label 1
-    scores = np.stack([np.zeros(400), np.where(truth == 1, 1.0, -1.0) + rng.normal(0, 0.8, 400) - 1.5], axis=1)
-    shares = np.array([0.9, 0.1])
-    equal = (calibrate(scores, "batch").argmax(1) == truth).mean()
-    matched = (calibrate(scores, "batch", label_shares=shares).argmax(1) == truth).mean()
-    assert matched > 0.85 and matched > equal + 0.05
-
+# -- calibration (the maths is in tests/test_calibration.py) -----------------------------------------------
 
 def test_content_free_calibration_divides_by_the_empty_text_prior():
     scores = np.log(np.array([[0.7, 0.3], [0.9, 0.1]]))
     probs = calibrate(scores, "content-free", np.log(np.array([0.8, 0.2])))
     expected = np.array([[0.7 / 0.8, 0.3 / 0.2], [0.9 / 0.8, 0.1 / 0.2]])
     np.testing.assert_allclose(probs, expected / expected.sum(1, keepdims=True))
+
+
+def test_a_fitted_calibration_cannot_be_made_from_the_rows_it_scores():
+    with pytest.raises(SettingsError):
+        calibrate(np.zeros((3, 2)), "batch")
 
 
 # -- metrics ----------------------------------------------------------------------------------------------
@@ -209,7 +183,9 @@ def test_evaluate_classification(tiny_model):
     assert all(abs(sum(s.values()) - 1) < 1e-6 for s in result.label_scores)
     expected = {"accuracy", "macro_f1", "per_class", "confusion", "labels", "raw", "prediction_shares", "collapse"}
     assert expected <= set(result.metrics)
-    assert result.calibration == "batch" and len(result.latencies_ms) == 6
+    assert result.calibration == {"method": result.calibration_fit["method"], "fitted_on": "train", "rows": 20}
+    assert len(result.latencies_ms) == 6 and result.latency_ms["rows"] == 6  # each row answered on its own too
+    assert result.ms_per_token > 0 and result.memory_mb > 0
     assert result.prompt_tokens_per_row > result.computed_tokens_per_row > 0
     assert result.budget["examples_that_fit"] > 0
     frame = result.predictions_frame()

@@ -36,7 +36,7 @@ def toy():
 
 
 @pytest.mark.parametrize("spec", [
-    PromptSpec(instruction="Is the review positive or negative?", shots=2, selection="balanced"),
+    PromptSpec(instruction="Is the review positive or negative?", shots=2, selection="balanced"),  # auto calibration
     PromptSpec(instruction="Is the review positive or negative?", shots=3, selection="similar", calibration="none"),
     PromptSpec(shots=0, calibration="content-free", verbalizers={"positive": "good", "negative": "bad"}),
 ], ids=["balanced-batch", "similar-none", "zero-content-free"])
@@ -65,18 +65,18 @@ def test_predict_py_reproduces_the_reported_predictions(spec, toy, tiny_model, t
     assert one.predictions == [result.predictions[5]]  # a prediction never depends on other rows
 
 
-def test_batch_calibration_is_exported_as_a_fixed_bias(toy, tiny_model, tiny_model_dir, tmp_path):
+def test_the_calibration_is_exported_as_its_fixed_bias(toy, tiny_model, tiny_model_dir, tmp_path):
+    import numpy as np
+
     train, test = toy
-    spec = PromptSpec(shots=2, selection="random")
+    spec = PromptSpec(shots=2, selection="random", calibration="fitted")
     arm = Arm(spec.name(), spec, model=str(tiny_model_dir))
     result = evaluate(arm, test, task="classification", train=train, loaded=tiny_model)
     folder = export_arm(tmp_path / "e", arm, result, train=train, loaded=tiny_model)
     calibration = json.loads((folder / "calibration.json").read_text())
-    assert calibration["method"] == "batch" and calibration["rows"] == len(test)
-    assert calibration["labels"] == result.spec["labels"]
+    assert calibration == json.loads(json.dumps(result.calibration_fit))  # what the harness fitted, unchanged
+    assert calibration["method"] == "fitted" and calibration["fitted_on"] == "train"
     raw = [[row[label] for label in calibration["labels"]] for row in result.raw_label_scores]
-    import numpy as np
-
     probs = apply_calibration(np.log(np.array(raw)), calibration["log_bias"])
     expected = [[row[label] for label in calibration["labels"]] for row in result.label_scores]
     np.testing.assert_allclose(probs, expected, atol=1e-9)
@@ -84,6 +84,27 @@ def test_batch_calibration_is_exported_as_a_fixed_bias(toy, tiny_model, tiny_mod
     assert len(prompt["examples"]["items"]) == 2 and prompt["base_model"] == str(Path(tiny_model_dir).resolve())
     text = (folder / "prompt.txt").read_text()
     assert PromptSpec.from_dict(result.spec).system_message() in text and "{text}" in text
+
+
+def test_a_row_whose_text_is_an_example_gets_the_swapped_examples(toy, tiny_model, tiny_model_dir, tmp_path):
+    """The harness never shows a row its own text as an example; predict.py swaps it the same way."""
+    train, test = toy
+    spec = PromptSpec(shots=4, selection="balanced")
+    arm = Arm(spec.name(), spec, model=str(tiny_model_dir))
+    from pvf_core.prompting import examples_for, select_examples
+
+    shown = examples_for(train, select_examples(spec, train, [""])[0])
+    rows = pd.concat([test.head(6), pd.DataFrame({"text": [t for t, _ in shown[:2]], "label": [l for _, l in shown[:2]]})],
+                     ignore_index=True)
+    result = evaluate(arm, rows, task="classification", train=train, loaded=tiny_model)
+    folder = export_arm(tmp_path / "swap", arm, result, train=train, loaded=tiny_model)
+    from pvf_core.export import package_examples
+
+    picked = package_examples(json.loads((folder / "prompt.json").read_text()), list(rows["text"]))
+    harness = [examples_for(train, ids) for ids in select_examples(spec, train, list(rows["text"]))]
+    assert picked == [list(map(tuple, h)) for h in harness] and picked[-1] != picked[0]
+    out = run_predict(folder, tiny_model_dir, rows, tmp_path)
+    assert list(out["prediction"]) == result.predictions
 
 
 def test_text_to_text_export_reproduces_the_answers(tiny_model, tiny_model_dir, tmp_path):

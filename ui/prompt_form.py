@@ -13,7 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pvf_core.data import Dataset
-from pvf_core.prompting import DEFAULT_INSTRUCTION, PromptSpec
+from pvf_core.prompting import CALIBRATIONS, DEFAULT_INSTRUCTION, PromptSpec
 from ui.settings_help import tip
 
 FORM_KEY = "pb_form"
@@ -149,7 +149,7 @@ def show(dataset: Dataset) -> None:
 
     with st.expander("More settings"):
         if task == "classification":
-            st.radio("Calibration", ["batch", "content-free", "none"], key=_drawn("pb_calibration"), horizontal=True,
+            st.radio("Calibration", list(CALIBRATIONS), key=_drawn("pb_calibration"), horizontal=True,
                      help=tip(PromptSpec, "calibration"))
         st.radio("How examples are shown", ["conversation", "list"], key=_drawn("pb_style"), horizontal=True,
                  help=tip(PromptSpec, "example_style"))

@@ -24,7 +24,7 @@ CALIBRATION_HELP = ("Calibration corrects a model that leans towards some answer
                     "answer wins.")
 CALIBRATION_WORDS = {
     "batch": "its lean measured over the rows being scored",
-    "fitted": "its lean measured on held-out rows",
+    "fitted": "its lean measured on held-out rows (validation, else training rows)",
     "auto": "chosen on the validation rows",
     "content-free": "its lean measured on an empty text ('N/A')",
     "none": "none: the raw scores",

@@ -70,6 +70,11 @@ def text_column(columns: list[str], wanted: str | None, recorded: str | None) ->
 
 # -- the prompt ---------------------------------------------------------------------------------------------
 
+def normalise(text: str) -> str:
+    """A text reduced to lower-case letters and digits: how PvF Studio tells that two texts are the same."""
+    return re.sub(r"[^0-9a-z]+", " ", str(text).lower()).strip()
+
+
 def messages_for(prompt: dict, text: str, examples: list[list[str]]) -> list[dict[str, str]]:
     """System message, the examples, then the row (PvF Studio's prompting.build_messages)."""
     words = prompt["words"]
@@ -98,10 +103,25 @@ class Prompter:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def examples(self, text: str) -> list[list[str]]:
-        found = self.prompt["examples"]
-        if self.similar is None:
-            return found["items"]
-        return [found["pool"][i] for i in self.similar.nearest(text, found["k"])]
+        """The row's examples: its nearest pool rows ('similar'), else the fixed ones with any whose text is
+        the row's own swapped for the next spare row (same label first)."""
+        found, own = self.prompt["examples"], normalise(text)
+        if self.similar is not None:
+            return [found["pool"][i] for i in self.similar.nearest(text, found["k"], own)]
+        items = found["items"]
+        if found["selection"] not in ("random", "balanced") or all(normalise(t) != own for t, _ in items):
+            return items
+        spare, taken, chosen = found.get("spare", []), set(), []
+        for t, label in items:
+            if normalise(t) != own:
+                chosen.append([t, label])
+                continue
+            fits = [j for j, (s_text, _) in enumerate(spare) if j not in taken and normalise(s_text) != own]
+            swap = next((j for j in fits if spare[j][1] == label), fits[0] if fits else None)
+            if swap is not None:
+                chosen.append(spare[swap])
+                taken.add(swap)
+        return chosen
 
     def ids(self, text: str) -> tuple[list[int], list[int]]:
         """(head, rest): the ids before the row (shared by rows with the same examples), then the row's."""
@@ -128,6 +148,7 @@ class Similar:
     TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
     def __init__(self, pool: list[list[str]]) -> None:
+        self.keys = [normalise(text) for text, _ in pool]
         docs = [self.terms(text) for text, _ in pool]
         counts = Counter(term for doc in docs for term in set(doc))
         self.vocabulary = {term: i for i, term in enumerate(sorted(counts))}
@@ -145,12 +166,12 @@ class Similar:
         norm = math.sqrt(sum(w * w for w in weights.values()))
         return {t: w / norm for t, w in weights.items()} if norm else {}
 
-    def nearest(self, text: str, k: int) -> list[int]:
+    def nearest(self, text: str, k: int, own: str) -> list[int]:
         query = self.vector(self.terms(text))
         order = sorted(query, key=self.vocabulary.get)
         scores = [sum(query[t] * v[t] for t in order if t in v) for v in self.vectors]
-        top = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
-        return top[::-1]  # most similar last, nearest the question
+        ranked = [i for i in sorted(range(len(scores)), key=lambda i: -scores[i]) if self.keys[i] != own]
+        return ranked[:k][::-1]  # most similar last, nearest the question
 
 
 # -- the model ----------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_standard_comparison_end_to_end(app):
     labels = [b.label for b in at.get("download_button")]
     assert {"Report (HTML)", "Predictions (CSV)", "Everything (JSON)"} <= set(labels)
     # changing priorities re-weights without rerunning any model
-    run(at.slider(key="cmp_prio_effort").set_value(5.0))
+    run(at.slider(key="cmp_prio_min_difference").set_value(5.0))
     assert any(s.startswith("Recommendation: use **") for s in [s.value for s in at.subheader])
 
     # a reload with the permalink reopens the same comparison
@@ -115,3 +115,72 @@ def test_a_text_comparison_warns_when_no_arm_beats_leaving_the_text_unchanged(ap
     warnings = [w.value for w in at.warning]
     assert any(w.startswith("Careful: ") and "scores worse than leaving the text unchanged" in w for w in warnings), \
         warnings
+
+
+def _saved_classification_comparison(latency_measured: bool) -> tuple[int, int]:
+    """A dataset with unbalanced answers and a saved three-arm comparison of it (no model run): ids."""
+    from pvf_core.compare import ArmInfo, build_comparison
+    from pvf_core.data import ColumnMapping, read_csv, register_dataset
+    from pvf_core.evaluate import EvalResult
+    from pvf_core.metrics import classification_metrics
+
+    labels = ["anger"] * 6 + ["joy"] * 3 + ["optimism"]
+    rows = "".join(f"tweet number {i} here,{labels[i % 10]}\n" for i in range(300))
+    dataset = register_dataset(read_csv(("text,label\n" + rows).encode(), name="tweets.csv"),
+                               ColumnMapping("classification", "text", "label"))
+    texts, refs = list(dataset.splits.test["text"]), list(dataset.splits.test["label"])
+    model = "tiny"
+
+    def arm(name: str, predictions: list[str], tokens: float, adapter: bool = False) -> EvalResult:
+        result = EvalResult(arm=name, task="classification", n_test=len(refs),
+                            metrics=classification_metrics(refs, predictions, sorted(set(refs))), texts=texts,
+                            references=refs, predictions=predictions, label_scores=None, ms_per_example=tokens,
+                            latencies_ms=[tokens] * len(refs), prompt_tokens_per_row=tokens, peak_rss_mb=700.0,
+                            seconds=1.0, calibration="none", computed_tokens_per_row=tokens,
+                            model=f"{model} + adapter" if adapter else model)
+        if latency_measured:  # the harness times 30 single queries and measures a per-token time
+            result.latencies_ms, result.ms_per_token, result.memory_mb = [12.0] * 30, 0.4, 650.0
+        return result
+
+    few = [r if i % 4 == 0 else "anger" for i, r in enumerate(refs)]  # mostly the common answer: poor macro-F1
+    tuned = [r if i % 5 else ("joy" if r != "joy" else "anger") for i, r in enumerate(refs)]
+    zero = [r if i % 3 == 0 else "joy" for i, r in enumerate(refs)]
+    comparison = build_comparison([arm("zero-shot", zero, 30.0), arm("4-shot", few, 300.0),
+                                   arm("LoRA", tuned, 30.0, adapter=True)],
+                                  [ArmInfo("zero-shot", "prompt"), ArmInfo("4-shot", "prompt"),
+                                   ArmInfo("LoRA", "finetune", train_seconds=60, train_rows=200)],
+                                  task="classification", labels=sorted(set(refs)), dataset="tweets.csv")
+    store = jobs.Store()
+    run_id = store.add_run("compare", dataset_id=dataset.id, name="comparison", status="done")
+    store.update_run(run_id, folder=str(jobs.run_folder(run_id)))
+    comparison.save(jobs.run_folder(run_id))
+    return dataset.id, run_id
+
+
+def test_the_decision_rule_is_shown_and_its_controls_recompute_without_a_model(app):
+    dataset_id, run_id = _saved_classification_comparison(latency_measured=True)
+    app.query_params["dataset"] = str(dataset_id)
+    app.query_params["comparison"] = str(run_id)
+    at = run(app)
+    at = run(at.switch_page("pages/compare.py"))
+    assert any(s.value == "Recommendation: use **LoRA**" for s in at.subheader), [s.value for s in at.subheader]
+    markdown = " ".join(m.value for m in at.markdown)
+    assert "Deciding score: macro-F1, because the answers are unbalanced" in markdown
+    assert "Practical threshold: differences under 1 points" in markdown and "Step 4:" in markdown
+    captions = " ".join(c.value for c in at.caption)
+    assert "Latency: measured one query at a time on 30 rows." in captions
+    assert "Memory answering: measured for each arm on its own." in captions
+    assert "a merged adapter costs what its base model costs" in captions
+    tests_table = next(d.value for d in at.dataframe if "p adjusted (Holm)" in d.value.columns)
+    assert len(tests_table) == 3
+    # the user decides on accuracy instead: the page says so and re-tests with McNemar, no model needed
+    at = run(at.selectbox(key="cmp_prio_metric").set_value("accuracy"))
+    assert any("accuracy, as you chose." in c.value for c in at.caption)
+    assert any("exact McNemar" in c.value for c in at.caption)
+    # a practical threshold of 20 points: 4-shot (10 behind) is no longer separated, yet LoRA is as good on every count
+    at = run(at.slider(key="cmp_prio_min_difference").set_value(20.0))
+    assert any(s.value == "Recommendation: use **LoRA**" for s in at.subheader)
+    markdown = " ".join(m.value for m in at.markdown)
+    assert "4-shot is set aside: LoRA answers right" in markdown
+    assert "LoRA is at least as good on every count" in markdown
+    assert "Practical threshold: differences under 20 points" in markdown

@@ -37,7 +37,8 @@ def test_the_unbalanced_examples_tip_does_not_suggest_calibration_when_it_is_on(
 
 
 def test_words_for_calibration_and_the_baseline():
-    assert "rows being scored" in calibration_words("batch")
+    assert "rows being scored" in calibration_words("batch")  # results saved before calibration was fitted
+    assert "held-out rows" in calibration_words("fitted") and "empty text" in calibration_words("content-free")
     assert calibration_words({"method": "none"}).startswith("none")
     assert majority_baseline({"true_shares": {"a": 0.25, "b": 0.75}}) == ("b", 0.75)
     assert majority_baseline({}) is None
@@ -69,7 +70,9 @@ def test_the_builder_shows_the_baseline_and_the_wizards_words(scored):
     per_answer = next(d.value for d in at.dataframe if "found %" in d.value.columns)
     assert list(per_answer.columns) == ["answer", "test rows", "found %", "right when said %", "F1 %"]
     assert not any("precision" in d.value.columns for d in at.dataframe)
-    assert any("calibration: its lean measured over the rows being scored" in c for c in texts(at.caption))
+    said = calibration_words(version.metrics["calibration"])
+    assert said != version.metrics["calibration"]  # a method name put in words
+    assert any(f"calibration: {said}" in c for c in texts(at.caption)), texts(at.caption)
 
 
 def test_versions_can_be_renamed_compared_as_text_and_deleted_with_their_files(scored):
