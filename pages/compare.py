@@ -7,12 +7,11 @@ from urllib.parse import urlsplit, urlunsplit
 import streamlit as st
 
 from pvf_core import demo, jobs
-from pvf_core.models import default_model
 from pvf_core.compare import (Comparison, comparable_runs, comparison_from_runs, dataset_label_counts,
                               start_comparison)
 from pvf_core.errors import PvfError
 from pvf_core.store import Store
-from ui import comparison_view, job_view
+from ui import comparison_view, job_view, state
 from ui.dataset import require_dataset
 
 st.title("Compare prompting and fine-tuning")
@@ -59,7 +58,7 @@ with st.expander("Run the standard comparison", expanded=chosen is None and not 
     if st.button("Run the standard comparison", type="primary", disabled=bool(running) or not shots, key="cmp_run"):
         try:
             demo.check_can_start_job()
-            run_id = start_comparison(dataset, model=default_model(), shots=sorted(shots), max_train=int(max_train),
+            run_id = start_comparison(dataset, model=state.selected_model(), shots=sorted(shots), max_train=int(max_train),
                                       limit=int(limit), learning_curve=curve, epochs=demo.capped_epochs("balanced"))
         except PvfError as error:
             st.error(str(error))

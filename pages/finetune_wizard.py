@@ -8,7 +8,7 @@ import time
 
 import streamlit as st
 
-from pvf_core import demo, jobs, manage, models
+from pvf_core import demo, jobs, manage
 from pvf_core.data import plural
 from pvf_core.errors import PvfError
 from pvf_core.finetune import (DEFAULT_PRESET, PRESETS, LoraSettings, cap_rows, estimate, finetune_warnings,
@@ -27,7 +27,7 @@ st.title("Fine-tuning wizard")
 dataset = require_dataset()
 store = Store()
 limits = demo.limits()
-model = models.default_model()
+model = state.selected_model()
 
 
 def pick_preset(name: str) -> None:
@@ -177,12 +177,14 @@ with setup:
             st.error(next(m for m in found.messages if "would not fit" in m))
         if not found.calibrated:
             left, right = st.columns([3, 1], vertical_alignment="center")
-            left.caption("A rough guess from the number of tokens: this machine's speed was not measured yet.")
-            took = jobs.remembered_duration(f"measure:{model}")
-            label = f"Measure (took {job_view.duration(took)} last time)" if took else "Measure (1–3 min)"
+            left.caption("A rough guess from the model's size and the number of tokens: this machine's speed "
+                         "was not measured yet for this model.")
+            took = jobs.remembered_duration(f"measure:{model}")  # what it really took here last time
+            label = f"Measure (took {job_view.duration(took)} last time)" if took else \
+                f"Measure (about {job_view.duration(found.calibration_seconds)})"
             if right.button(label, key="ftw_calibrate", use_container_width=True,
                             help="Loads the model for training and times a few training steps, the largest batch "
-                                 "included, on this machine; on a busy 2-core machine that took 155 s."):
+                                 "included, on this machine."):
                 with st.spinner("Loading the model and timing a few training steps on this machine…"):
                     began = time.monotonic()
                     try:

@@ -2,16 +2,17 @@
 
 import streamlit as st
 
-from pvf_core import demo
+from pvf_core import demo, model_choice
 from pvf_core.data import (DELIMITER_NAMES, ColumnMapping, Limits, SplitSettings, health_check, labeled_frame,
                            make_splits, mapping_notes, plural, read_csv, register_dataset, suggest_mapping, worst_first)
 from pvf_core.errors import PvfError
+from pvf_core.hub_data import load_hub_table
 from pvf_core.report import label_distribution_figure
 from pvf_core.samples import SAMPLE_NAME, sample_csv_bytes
 from pvf_core.store import Store
-from ui import resources, state
+from ui import model_picker, resources, state
 
-SOURCES = ["Sample: support tickets", "Upload a CSV", "A dataset you used before"]
+SOURCES = ["Sample: support tickets", "Upload a CSV", "A dataset you used before", "A Hugging Face hub dataset"]
 LEVEL_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
 
 st.title("Prompt or fine-tune? Measure it on your data.")
@@ -29,6 +30,8 @@ st.table({
                        "Short input: the model already knows the task",
                        "You have hundreds of rows, a specialised task, or many answers to produce"],
 })
+
+model_picker.show()
 
 st.header("1. Your data")
 source = st.radio("Where is your data?", SOURCES, horizontal=True, key="home_source")
@@ -51,6 +54,31 @@ def previous_dataset() -> None:
         st.rerun()
     show_next_steps()
     st.stop()
+
+
+@st.cache_data(max_entries=4, show_spinner="Loading the dataset…")
+def hub_table(source: str, split: str, config: str, limits: Limits = Limits()):
+    return load_hub_table(source, split, config or None, limits=limits)
+
+
+def hub_dataset():
+    """A dataset by hub id and split, read into the same table as a CSV (where the hub is reachable)."""
+    reachable, reason = model_choice.hub_status()
+    if not reachable:
+        st.info(reason.replace("Hub models", "Hub datasets"))
+        show_next_steps()
+        st.stop()
+    left, middle, right = st.columns([3, 2, 2])
+    source = left.text_input("Dataset id", key="home_hub_id", placeholder="stanfordnlp/sst2",
+                             help="The id on huggingface.co/datasets (or a folder saved with datasets' save_to_disk).")
+    config = middle.text_input("Configuration (if it has several)", key="home_hub_config")
+    split = right.text_input("Split", "train", key="home_hub_split",
+                             help="A split name, or a slice of it such as train[:2000] to stay under the row limit.")
+    if not source.strip():
+        st.info("Type a dataset id, for example stanfordnlp/sst2 (sentiment) or fancyzhx/ag_news (topics).")
+        show_next_steps()
+        st.stop()
+    return hub_table(source.strip(), split.strip() or "train", config.strip(), demo.upload_limits())
 
 
 def show_next_steps() -> None:
@@ -82,6 +110,8 @@ try:
         table = parse(sample_csv_bytes(), SAMPLE_NAME)
         st.caption("480 customer-support messages, each sent to one of four teams. PvF Studio generates this "
                    "sample itself, so it is free to use and share.")
+    elif source == SOURCES[3]:
+        table = hub_dataset()
     else:
         upload = st.file_uploader("CSV file (comma, semicolon, tab or pipe separated; any common encoding)",
                                   type=["csv", "tsv", "txt"], key="home_upload",
@@ -132,7 +162,7 @@ try:
 except PvfError as error:
     stop_with(error, "This data cannot be used yet.")
 try:
-    count_tokens, context = resources.token_counter()
+    count_tokens, context = resources.token_counter(state.selected_model())
 except PvfError as error:
     st.warning(f"Token lengths not checked: {error}")
     count_tokens, context = None, None

@@ -19,7 +19,7 @@ from pvf_core.prompting import PromptSpec, check_prompt, examples_for, render_te
 from pvf_core.report import budget_figure, version_history_figure
 from pvf_core.samples import SAMPLE_PROMPTS, is_sample_task
 from pvf_core.store import Store
-from ui import prompt_form, prompt_results, resources
+from ui import prompt_form, prompt_results, resources, state
 from ui.dataset import require_dataset
 from ui.progress import ProgressBar
 from ui.settings_help import tip
@@ -35,7 +35,7 @@ COLUMNS = {"accuracy": "accuracy (%)", "macro_f1": "macro-F1 (%)", "chrf": "chrF
 st.title("Prompt builder")
 dataset = require_dataset()
 store = Store()
-model_name = models.default_model()
+model_name = state.selected_model()
 limits = demo.limits()
 train, task = dataset.splits.train, dataset.task
 test = dataset.splits.test.head(limits.test_rows(len(dataset.splits.test)))  # the public demo scores fewer

@@ -5,13 +5,13 @@ import io
 import pandas as pd
 import streamlit as st
 
-from pvf_core import demo, models
+from pvf_core import demo
 from pvf_core.data import plural, read_csv
 from pvf_core.errors import PvfError
 from pvf_core.export import (ArmPackage, export_saved, hub_id, label_frame, predict_texts, saved_arms,
                              text_column_of, zip_export)
 from pvf_core.store import Store
-from ui import resources
+from ui import resources, state
 from ui.dataset import require_dataset
 from ui.progress import ProgressBar
 
@@ -36,9 +36,9 @@ def package_of(arm) -> ArmPackage:
 
 def base_for(package: ArmPackage):
     """(model, loaded): the shared, already loaded model when the arm runs on it, else the arm's own base."""
-    base = models.default_model()
+    base = state.selected_model()
     if package.prompt.get("base_model") == hub_id(base):
-        return base, resources.model()
+        return base, resources.model(base)
     return None, None
 
 

@@ -302,6 +302,7 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
     require_csv_inputs(train_path=train_path, test_path=test_path)
     from .compare import run_comparison
     from .data import load_splits
+    from .models import device as model_device
     from .finetune import preset_settings
     from .report import write_report, write_safe_csv
     from .store import workspace_dir
@@ -334,7 +335,8 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
                 "break_even_queries": comparison.break_even, "learning_curve": comparison.curve,
                 "report": paths["html"], "predictions_csv": paths["csv"], "comparison_json": paths["json"],
                 "metrics": {a["arm"]: a["metrics"].get(comparison.metric) for a in data["arms"]},
-                "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb()} | (
+                "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb(),
+                "world_size": int(os.environ.get("WORLD_SIZE", "1")), "device": model_device()} | (
                     {"unchanged_input": data["unchanged_input"]} if "unchanged_input" in data else {})
 
     default_folder = output or (None if run_id is not None else
@@ -439,7 +441,8 @@ def finetune(train_path: str, test_path: str, validation_path: str | None, max_t
     prompt = _prompt_spec(prompt_path, instruction, splits)
     if estimate_only:
         found = estimate(settings, splits, model, prompt=prompt)
-        emit({**found.to_dict(), "seconds": round(time.perf_counter() - started, 2)}, as_json,
+        emit({**found.to_dict(), "estimate": found.summary(), "seconds": round(time.perf_counter() - started, 2)},
+             as_json,
              lambda r: "\n".join(r["messages"]))
         return
     if background:
@@ -503,7 +506,8 @@ def _finetune_as_job(splits: Any, settings: Any, prompt: Any, *, model: str, run
 
     return _as_job("finetune", f"LoRA r={settings.rank} (command line)", settings.to_dict(), run_id, output, body,
                    timing_keys=("seconds", "train_seconds", "train_examples_per_second", "ms_per_example",
-                                "peak_rss_mb"))
+                                "peak_rss_mb", "predicted_seconds", "predicted_peak_mb", "predicted_rough",
+                                "world_size", "device"))
 
 
 def _as_job(kind: str, name: str, settings: dict, run_id: int | None, output: str | None,
@@ -573,6 +577,7 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
         elif event.get("event") == "progress" and (event.get("val_loss") is not None or event["step"] % 20 == 0):
             progress(_progress_line(event))
 
+    predicted = _predicted(settings, splits, model, prompt)
     trained = train_lora(settings, splits, model_name=model, output_dir=folder, on_progress=on_progress,
                          should_stop=log.should_stop, prompt=prompt)
     if trained.cancelled:
@@ -597,9 +602,23 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
             "peak_rss_mb": peak_rss_mb(), "train_seconds": trained.train_seconds,
             "train_examples_per_second": trained.examples_per_second, "adapter_dir": str(trained.adapter_dir),
             "adapter_mb": trained.adapter_mb, "status": "done", "training": trained.training_summary(),
+            "world_size": trained.world_size, "device": trained.device,
             "settings": settings.to_dict(), "warnings": trained.warnings, "calibration": scored.calibration_summary,
             "latency_ms": scored.latency_ms, "computed_tokens_per_row": round(scored.computed_tokens_per_row, 1),
-            "memory_mb": round(scored.memory_mb, 1)}
+            "memory_mb": round(scored.memory_mb, 1), **predicted}
+
+
+def _predicted(settings: Any, splits: Any, model: str, prompt: Any) -> dict[str, Any]:
+    """The estimate as it stood before the run (a cached calibration or the rough rule), kept in the run's
+    timings beside what the run took, so its details can show predicted against actual."""
+    from .finetune import estimate
+
+    try:
+        found = estimate(settings, splits, model, prompt=prompt, calibrate=False)
+    except PvfError:
+        return {}
+    return {"predicted_seconds": found.total_seconds, "predicted_peak_mb": found.peak_mb,
+            "predicted_rough": found.rough}
 
 
 def _use_threads(count: int) -> None:

@@ -75,25 +75,33 @@ class LoadedModel:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def best_dtype() -> Any:
-    """bfloat16 where the CPU computes it natively (matmuls ≈2× fp32 on this 2-core EPYC), else float32.
+def placement() -> tuple[str, Any]:
+    """The one place that decides where models run and in which dtype: ``(device, dtype)``.
 
-    ``PVF_DTYPE=float32`` forces the fp32 path.
+    CUDA when a GPU is visible, with bfloat16 where the GPU supports it, else float16; on the CPU bfloat16
+    where the CPU computes it natively (matmuls ≈2× fp32 on this 2-core EPYC; oneDNN says so), else float32.
+    ``PVF_DTYPE`` (float32, bfloat16, float16) forces the dtype, e.g. ``PVF_DTYPE=float32`` for the fp32 path.
     """
     import torch
 
+    where = "cuda" if torch.cuda.is_available() else "cpu"
     forced = os.environ.get("PVF_DTYPE", "").strip()
     if forced:
         if forced not in DTYPES:
             raise ModelLoadError(f"PVF_DTYPE is '{forced}'; it must be one of {', '.join(DTYPES)}.",
                                  "Unset it to let PvF Studio choose.")
-        return getattr(torch, forced)
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return where, getattr(torch, forced)
+    if where == "cuda":
+        return where, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     try:
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+        return where, torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
     except (AttributeError, RuntimeError):
-        return torch.float32
+        return where, torch.float32
+
+
+def best_dtype() -> Any:
+    """The dtype ``placement()`` chooses."""
+    return placement()[1]
 
 
 def attention_mask_for(model: Any, allowed: Any) -> Any:
@@ -104,13 +112,27 @@ def attention_mask_for(model: Any, allowed: Any) -> Any:
     if model.config._attn_implementation == "sdpa":
         return allowed
     dtype = model.get_input_embeddings().weight.dtype
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    additive = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return additive.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def device() -> str:
+    """The device ``placement()`` chooses: "cuda" or "cpu"."""
+    return placement()[0]
+
+
+def available_mb() -> float:
+    """Memory free for a new process now (GPU memory on a CUDA machine), in megabytes."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0] / 2**20
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available / 2**20
+    except ImportError:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) / 2**20
 
 
 def model_cache_dir() -> Path:
@@ -233,19 +255,23 @@ def check_safetensors_folder(path: Path) -> None:
 
 
 def load_model(name: str = BUNDLED, *, dtype: Any = None, fresh: bool = False) -> LoadedModel:
-    """Load a model and its tokenizer once per process (``fresh=True`` returns a private copy)."""
-    dtype = dtype or best_dtype()
+    """Load a model and its tokenizer once per process (``fresh=True`` returns a private copy).
+
+    It is put on the device ``placement()`` chooses, in its dtype unless ``dtype`` is given.
+    """
+    where, chosen = placement()
+    dtype = dtype or chosen
     key = (str(name), str(dtype))
     with _lock:
         if not fresh and key in _cache:
             return _cache[key]
-        loaded = _load(name, dtype)
+        loaded = _load(name, dtype, where)
         if not fresh:
             _cache[key] = loaded
         return loaded
 
 
-def _load(name: str, dtype: Any) -> LoadedModel:
+def _load(name: str, dtype: Any, target: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     where = resolve(name)
@@ -261,7 +287,7 @@ def _load(name: str, dtype: Any) -> LoadedModel:
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHATML_TEMPLATE
     model.config.use_cache = True
-    model.to(device()).eval()
+    model.to(target).eval()
     label = BUNDLED_LABEL if name in (BUNDLED, "", None) else str(name)
     return LoadedModel(name=label, model=model, tokenizer=tokenizer, path=Path(str(where)))
 
@@ -299,6 +325,69 @@ def context_length_of(name: str = BUNDLED) -> int:
     from transformers import AutoConfig
 
     return int(getattr(AutoConfig.from_pretrained(where), "max_position_embeddings", 2048))
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model needs, read from its config without loading its weights."""
+
+    name: str
+    parameters: int
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    vocab: int
+    context_length: int
+    file_mb: float          # its weights on disk (read, memory-mapped, while loading); 0 when not local
+
+    def weights_mb(self, dtype_bytes: int = 2) -> float:
+        """Memory its weights take in a dtype of ``dtype_bytes`` bytes per parameter."""
+        return self.parameters * dtype_bytes / 2**20
+
+    def describe(self) -> str:
+        return (f"{self.parameters / 1e6:,.0f}M parameters, {self.layers} layers, context {self.context_length:,} "
+                f"tokens, {self.weights_mb(2) / 1024:.1f} GB of weights in 16-bit")
+
+
+def model_facts(name: str = BUNDLED) -> ModelFacts:
+    """Parameters, layers, hidden size and context length from the config alone (no weights are loaded):
+    the model is built on accelerate's empty (meta) weights and its parameters counted. Cached per process."""
+    key = (str(name), "facts")
+    with _lock:
+        if key in _cache:
+            return _cache[key]  # type: ignore[return-value]
+    facts = _model_facts(name)
+    with _lock:
+        _cache[key] = facts  # type: ignore[assignment]
+    return facts
+
+
+def _model_facts(name: str) -> ModelFacts:
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    where = resolve(name)
+    try:
+        config = AutoConfig.from_pretrained(where, trust_remote_code=False)
+        with init_empty_weights():
+            empty = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+        empty.tie_weights()  # shared input/output embeddings count once, as in the loaded model (outside the
+        # empty-weights context: inside it the tie silently does not happen for some configs)
+    except Exception as error:  # noqa: BLE001 - any failure is "this model's config cannot be read"
+        raise ModelLoadError(f"The configuration of '{name}' could not be read ({_first_line(error)}).",
+                             "Check the name or folder; hub ids need internet access.") from error
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "n_embd", 0) or 0)
+    folder = Path(str(where))
+    file_mb = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**20 if folder.is_dir() else 0.0
+    return ModelFacts(
+        name=str(name), parameters=sum(p.numel() for p in empty.parameters()),
+        layers=int(getattr(text, "num_hidden_layers", 0) or getattr(text, "n_layer", 0) or 0), hidden=hidden,
+        intermediate=int(getattr(text, "intermediate_size", 0) or 4 * hidden),
+        heads=int(getattr(text, "num_attention_heads", 0) or getattr(text, "n_head", 0) or 0),
+        vocab=int(getattr(text, "vocab_size", 0) or 0),
+        context_length=int(getattr(text, "max_position_embeddings", 0) or 2048), file_mb=round(file_mb, 1))
 
 
 def token_counter(name: str = BUNDLED):

@@ -134,6 +134,9 @@ def readable_metrics_table(comparison) -> pd.DataFrame:
     for other in (["accuracy", "macro_f1"] if comparison.task == "classification" else ["exact_match"]):
         if other != metric:
             out[metric_name(other) if other != "exact_match" else "exact match"] = (table[other] * 100).round(1)
+    bases = [(r.model or "?").removesuffix(" + adapter") for r in comparison.results]
+    if len(set(bases)) > 1:  # arms of different models may be compared: say which model each one used
+        out.insert(2, "model", bases)
     out["$ per 1,000 texts"] = table["cost_per_1000_queries"].map(lambda v: f"{v:.4f}")
     out["computed tokens per text"] = table["computed_tokens_per_query"].map(
         lambda v: f"{v:,.0f}" if known(v) else "–")

@@ -40,6 +40,7 @@ def test_compare_meets_the_contract(sample_files, tiny_model_dir, tmp_path):
     assert out["recommendation"]["rule"]["metric"] in ("accuracy", "macro_f1")
     assert all(a["cost"]["computed_tokens_per_query"] for a in out["arms"])
     assert (tmp_path / "cmp" / "report.html").is_file() and out["report"].endswith("report.html")
+    assert out["world_size"] == 1 and out["device"] == "cpu"
     predictions = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
     assert list(predictions.columns) == ["text", "label", "prediction_zero-shot", "prediction_2-shot balanced",
                                          "prediction_LoRA r=8"]

@@ -117,6 +117,7 @@ def test_estimate_only(tiny_model_dir, toy_csvs):
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["calibrated"] and found["fits"] and found["steps"] == 28 and found["total_seconds"] > 0
     assert found["messages"][0].startswith("About")
+    assert found["estimate"] == {"seconds": found["total_seconds"], "peak_mb": found["peak_mb"], "rough": False}
 
 
 def test_background_queues_a_job(tiny_learner_dir, toy_csvs):

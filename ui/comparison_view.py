@@ -42,6 +42,10 @@ def show(comparison: Comparison, folder: Path) -> None:
 
     figures = comparison_figures(comparison)
     st.subheader("Scores, cost and speed on the same test rows")
+    models = sorted({base_model(r.model) for r in comparison.results})
+    if len(models) > 1:
+        st.info(f"These arms use different models ({', '.join(models)}): a difference in scores is also a "
+                "difference in model size and cost, not only in prompting or fine-tuning.")
     st.dataframe(_readable_table(comparison), hide_index=True)
     for note in _table_notes(comparison):
         st.caption(note)
@@ -157,3 +161,8 @@ def _exports(comparison: Comparison, folder: Path) -> None:
                            on_click="ignore")
     right.download_button("Everything (JSON)", export("json"), "pvf-comparison.json", "application/json",
                           key="cmp_dl_json", on_click="ignore")
+
+
+def base_model(model: str) -> str:
+    """The base model an arm used (its label without the adapter suffix)."""
+    return (model or "?").removesuffix(" + adapter")

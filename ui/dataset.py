@@ -17,6 +17,8 @@ def require_dataset() -> Dataset:
         st.page_link("pages/home.py", label="Choose data", icon=":material/home:")
         st.stop()
     sizes = dataset.splits.sizes()
+    model = state.selected_model()
     st.caption(f"Dataset: **{dataset.name}** · {dataset.task} · {sizes['train']} train / "
-               f"{sizes['validation']} validation / {sizes['test']} test rows")
+               f"{sizes['validation']} validation / {sizes['test']} test rows · model: "
+               f"{'bundled SmolLM2-135M' if model == 'bundled' else model} (choose it on Home)")
     return dataset

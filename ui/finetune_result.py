@@ -37,6 +37,7 @@ def show(run: Run, *, key: str, allow_merge: bool = True) -> None:
                        help="Share of the test rows whose answer was exactly the expected text.")
     cols[2].metric("Test rows", f"{n_test:,}" if n_test else "?")
     cols[3].metric("Training time", duration(trained.training.get("train_seconds")))
+    _predicted_against_actual(run.timings)
     findings = result_warnings(metrics)
     for finding in findings:
         st.warning(finding.message)
@@ -81,3 +82,16 @@ def _take_away(run: Run, trained: FinetuneRun, folder: Path, key: str, allow_mer
     with st.expander("Model card (README.md, in the zip)"):
         card = (folder / CARD_FILE).read_text(encoding="utf-8") if (folder / CARD_FILE).is_file() else ""
         st.markdown(card.split("---", 2)[-1] if card.startswith("---") else card)
+
+
+def _predicted_against_actual(timings: dict) -> None:
+    """The estimate made before the run beside what the run took (kept in the run's timings)."""
+    if not timings.get("predicted_seconds") or not timings.get("seconds"):
+        return
+    kind = "rough guess" if timings.get("predicted_rough") else "measured estimate"
+    def took(seconds: float) -> str:
+        return f"{seconds:,.0f} s" if seconds < 600 else duration(seconds)
+
+    st.caption(f"Predicted ({kind}) against actual: {took(timings['predicted_seconds'])} against "
+               f"{took(timings['seconds'])}; peak memory {timings.get('predicted_peak_mb', 0) / 1024:.1f} GB "
+               f"against {timings.get('peak_rss_mb', 0) / 1024:.1f} GB.")
