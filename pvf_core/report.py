@@ -142,9 +142,9 @@ def readable_metrics_table(comparison) -> pd.DataFrame:
         lambda v: f"{v:,.0f}" if known(v) else "–")
     out["ms per text, p50 / p95"] = [f"{a:.0f} / {b:.0f}" for a, b in zip(table["latency_ms_p50"],
                                                                          table["latency_ms_p95"])]
-    out["memory answering (MB)"] = table["peak_memory_mb"].round(0)
-    out["training (s)"] = table["train_seconds"].round(0)
-    out["training peak memory (MB)"] = table["train_peak_memory_mb"].round(0)
+    out["memory answering (MB)"] = table["peak_memory_mb"].astype(float).round(0).astype("Int64")  # whole units
+    out["training (s)"] = table["train_seconds"].astype(float).round(0).astype("Int64")  # whole units
+    out["training peak memory (MB)"] = table["train_peak_memory_mb"].astype(float).round(0).astype("Int64")  # whole units
     out["$ per month"] = table["monthly_cost"].map(lambda v: f"{v:,.2f}")
     return out
 
