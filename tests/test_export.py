@@ -184,6 +184,12 @@ def test_finetune_output_is_a_portable_export(tiny_learner_dir, toy_csvs, tmp_pa
     reported = pd.read_csv(predictions, keep_default_na=False, dtype=str)
     got = run_predict(out, tiny_learner_dir, reported[["text"]], tmp_path)
     assert list(got["prediction"]) == list(reported["prediction"])
+    # PvF Studio itself still loads the folder (its adapter config now names a hub id, not a path)
+    again = CliRunner().invoke(cli, ["predict", "--adapter", str(out), str(predictions), "--model",
+                                     str(tiny_learner_dir), "--output", str(tmp_path / "again.csv"), "--json"])
+    assert again.exit_code == 0, again.output
+    assert list(pd.read_csv(tmp_path / "again.csv", keep_default_na=False, dtype=str)["prediction"]) == \
+        list(reported["prediction"])
 
 
 @pytest.mark.slow
