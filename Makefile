@@ -41,6 +41,7 @@ test-fast: $(VENV)/.installed-dev
 # Side-by-side benchmarks (ours vs a baseline in one run, ratios printed); 3-12 minutes each, about 30 in all.
 bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_prompt.py
+	$(PY) bench/bench_labels.py
 	$(PY) bench/bench_finetune.py
 	$(PY) bench/bench_compare.py
 	$(PY) bench/bench_load.py

@@ -4,7 +4,8 @@ import streamlit as st
 
 from pvf_core import demo, model_choice
 from pvf_core.data import (DELIMITER_NAMES, ColumnMapping, Limits, SplitSettings, health_check, labeled_frame,
-                           make_splits, mapping_notes, plural, read_csv, register_dataset, suggest_mapping, worst_first)
+                           make_splits, mapping_notes, plural, read_csv, register_dataset, suggest_mapping, task_reason,
+                           worst_first)
 from pvf_core.errors import PvfError
 from pvf_core.hub_data import load_hub_table
 from pvf_core.report import label_distribution_figure
@@ -147,6 +148,7 @@ label_column = middle.selectbox("Answer it should give", table.columns,
 task = right.radio("Task", tasks, index=tasks.index(guess.task), key=f"home_task_{table.content_hash}",
                    help="Classification: pick one answer from a fixed set (sentiment, topic, team). "
                         "Text-to-text: write an output text (correct, translate, summarise).")
+st.caption(f"Task: {task_reason(table, ColumnMapping(task, text_column, label_column))}")
 with st.expander("How the rows are split"):
     test_fraction = st.slider("Share of rows held out for testing", 0.1, 0.5, 0.2, 0.05, key="home_test_fraction",
                               disabled=test_table is not None)

@@ -15,7 +15,7 @@ from pvf_core.compare import (compare_versions, keep_prompt_version, keep_varian
                               wilson_interval)
 from pvf_core.errors import PvfError
 from pvf_core.evaluate import Arm, evaluate, evaluate_seeds
-from pvf_core.prompting import PromptSpec, check_prompt, examples_for, render_text
+from pvf_core.prompting import PromptSpec, check_prompt, default_selection, examples_for, render_text
 from pvf_core.report import budget_figure, version_history_figure
 from pvf_core.samples import SAMPLE_PROMPTS, is_sample_task
 from pvf_core.store import Store
@@ -41,7 +41,8 @@ train, task = dataset.splits.train, dataset.task
 test = dataset.splits.test.head(limits.test_rows(len(dataset.splits.test)))  # the public demo scores fewer
 metric, second = ("accuracy", "macro_f1") if task == "classification" else ("chrf", "exact_match")
 presets = SAMPLE_PROMPTS if is_sample_task(dataset.labels) else {}
-prompt_form.restore(dataset, PromptSpec(task=task, labels=dataset.labels))
+prompt_form.restore(dataset, PromptSpec(task=task, labels=dataset.labels,
+                                        selection=default_selection(4, len(dataset.labels))[0]))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -113,7 +113,7 @@ def inspect(data: str | None, images: str | None, test_images: str | None, model
         return emit(inspect_images(images, test_images, seed=seed), as_json, _inspect_summary)
     require_csv_inputs(data=data)
     from .data import (SplitSettings, health_check, labeled_frame, make_splits, mapping_notes, read_csv,
-                       suggest_mapping, worst_first)
+                       suggest_mapping, task_reason, worst_first)
 
     started = time.perf_counter()
     table = read_csv(data)
@@ -125,6 +125,7 @@ def inspect(data: str | None, images: str | None, test_images: str | None, model
                            + health_check(splits, count_tokens=count_tokens, context_length=context))
     result: dict[str, Any] = {
         "file": data, "rows": len(frame), "columns": table.columns, "task": mapping.task,
+        "task_reason": task_reason(table, mapping),
         "text_column": mapping.text_column, "label_column": mapping.label_column,
         "encoding": table.encoding, "delimiter": table.delimiter,
         "dropped_empty_rows": table.dropped_empty_rows, "skipped_bad_rows": table.skipped_bad_rows,
@@ -153,7 +154,7 @@ def _tokenizer_for(model: str) -> tuple[Callable[[list[str]], list[int]] | None,
 
 def _inspect_summary(r: dict[str, Any]) -> str:
     lines = [f"{r['file']}: {r['rows']} rows, task {r['task']} "
-             f"(text: {r['text_column']!r}, answer: {r['label_column']!r})"]
+             f"(text: {r['text_column']!r}, answer: {r['label_column']!r})", f"why {r['task']}: {r['task_reason']}"]
     if "labels" in r:
         lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in r["labels"].items()))
     lines += [f"[{w['level']}] {w['message']}" for w in r["warnings"]]
@@ -164,8 +165,9 @@ def _inspect_summary(r: dict[str, Any]) -> str:
 @click.option("--train", "train_path", type=click.Path(), help="CSV with the labelled rows examples are drawn from.")
 @click.option("--test", "test_path", type=click.Path(), help="CSV with the rows the prompt is scored on.")
 @click.option("--shots", type=int, default=0, show_default=True, help="Number of solved examples shown before each row.")
-@click.option("--selection", default="balanced", show_default=True,
-              help="How examples are picked: random, balanced (same number per label) or similar (TF-IDF nearest rows).")
+@click.option("--selection", default=None,
+              help="How examples are picked: random, balanced (same number per label) or similar (TF-IDF nearest rows). "
+                   "Default: similar when there are more labels than examples, else balanced.")
 @click.option("--instruction", default="", help="What the model should do, in plain words (default: a generic sentence).")
 @click.option("--calibration", default="auto", show_default=True,
               help="Correct a lean towards some labels with one fixed correction per label, fitted on the validation "
@@ -181,7 +183,7 @@ def _inspect_summary(r: dict[str, Any]) -> str:
 @column_options
 @common_options
 @handle_errors
-def prompt(train_path: str, test_path: str, shots: int, selection: str, instruction: str, calibration: str,
+def prompt(train_path: str, test_path: str, shots: int, selection: str | None, instruction: str, calibration: str,
            adapter_dir: str | None, limit: int | None, predictions_path: str | None, images: str | None,
            test_images: str | None, describe: str | None, clip: str | None, templates: str | None, model: str,
            seed: int, as_json: bool, **columns: Any) -> None:
@@ -197,12 +199,13 @@ def prompt(train_path: str, test_path: str, shots: int, selection: str, instruct
     from .errors import SettingsError
     from .evaluate import Arm, evaluate
     from .models import load_model
-    from .prompting import PromptSpec
+    from .prompting import PromptSpec, default_selection
 
     started = time.perf_counter()
     if limit is not None and limit < 1:
         raise SettingsError(f"--limit must be at least 1; got {limit}.")
     splits, _ = load_splits(train_path, test_path, seed=seed, **columns_from(columns))
+    selection = selection or default_selection(shots, len(splits.labels))[0]
     test = splits.test.head(limit) if limit else splits.test
     if adapter_dir:
         arm, saved = _saved_adapter_arm(adapter_dir)

@@ -2,6 +2,7 @@
 
     read_csv(path_or_bytes)           -> Table        (encoding, delimiter, ragged rows, limits)
     suggest_mapping(table)            -> ColumnMapping (which column is the text, which the answer; task)
+    detect_task(column)               -> (task, the rule that decided, in plain words)
     labeled_frame(table, mapping)     -> DataFrame with columns ``text`` and ``label``
     mapping_notes(table, mapping)     -> [HealthWarning] about rows the mapping leaves out
     make_splits(frame, task, ...)     -> Splits        (stratified for classification, seeded)
@@ -37,7 +38,10 @@ LABEL_HINTS = ("label", "labels", "class", "category", "target", "sentiment", "i
                "y", "answer", "output", "gold")
 OUTPUT_HINTS = ("output", "target", "tgt", "summary", "answer", "response", "correction", "translation",
                 "reference", "completion")
-MAX_CLASSES = 50  # more distinct answers than this and the task is treated as text-to-text
+MAX_LABELS = 500          # more distinct answers than this and the task is treated as text-to-text
+MAX_LABEL_CHARS = 40      # answers longer than this on average are free text, not labels
+SMALL_LABEL_SET = 20      # up to this many distinct answers, repeating on average is enough
+MIN_REPEATED_SHARE = 0.5  # above it, most distinct answers must appear at least twice
 
 
 @dataclass(frozen=True)
@@ -397,7 +401,7 @@ def _reading_notes(table: Table) -> list[HealthWarning]:
             "repeated_header", f"{plural(table.repeated_header_rows, 'row')} repeated the header and "
             f"{'was' if table.repeated_header_rows == 1 else 'were'} dropped.", "info",
             {"rows": table.repeated_header_rows}))
-    suspects = [c for c in table.columns if table.frame[c].nunique() <= MAX_CLASSES and (table.frame[c] == c).any()]
+    suspects = [c for c in table.columns if table.frame[c].nunique() <= MAX_LABELS and (table.frame[c] == c).any()]
     if suspects:
         notes.append(HealthWarning(
             "no_header", f"The first row looks like data, not column names: '{suspects[0]}' is also a value in "
@@ -429,7 +433,7 @@ def suggest_mapping(table: Table, *, text_column: str | None = None, label_colum
     text = text_column or _pick(stats, TEXT_HINTS, exclude={label},
                                 prefer=lambda s: (s["mean_len"], s["unique"]))
     if task is None:
-        task = "classification" if _looks_like_labels(stats[label], len(table)) else "text-to-text"
+        task = detect_task(table.frame[label])[0]
     mapping = ColumnMapping(task=task, text_column=text, label_column=label)
     mapping.check(table)
     return mapping
@@ -454,10 +458,39 @@ def _pick(stats: dict[str, dict], hints: tuple[str, ...], exclude: set, prefer: 
     return max(filled or everything, key=lambda c: prefer(stats[c]))
 
 
-def _looks_like_labels(stat: dict, n_rows: int) -> bool:
-    if stat["unique"] > MAX_CLASSES:
-        return False
-    return stat["unique"] <= max(2, n_rows // 2) and stat["mean_len"] <= 40
+def detect_task(column: pd.Series) -> tuple[Task, str]:
+    """Classification or text-to-text for an answer column, and the rule that decided, in plain words.
+
+    Short answers that repeat are labels, even hundreds of them (intent routing has 77 or 150); answers
+    that are long, or that rarely repeat, are free text the model has to write.
+    """
+    filled = column[column != ""].astype(str)
+    counts = filled.value_counts()
+    n_rows, n_labels = len(filled), len(counts)
+    mean_len = float(filled.str.len().mean()) if n_rows else 0.0
+    repeated = float((counts >= 2).mean()) if n_labels else 0.0
+    if n_labels > MAX_LABELS:
+        return "text-to-text", (f"{n_labels:,} different answers, more than the {MAX_LABELS} labels a "
+                                "classifier is offered, so they are treated as free text.")
+    if mean_len > MAX_LABEL_CHARS:
+        return "text-to-text", (f"The answers are {mean_len:.0f} characters long on average (labels are at most "
+                                f"{MAX_LABEL_CHARS}), so they are treated as free text.")
+    if n_labels > max(2, n_rows // 2):
+        return "text-to-text", (f"{n_labels:,} different answers in {plural(n_rows, 'row')}: most answers "
+                                "appear only once, so they are treated as free text.")
+    if n_labels > SMALL_LABEL_SET and repeated < MIN_REPEATED_SHARE:
+        return "text-to-text", (f"Only {repeated:.0%} of the {n_labels} different answers appear more than once, "
+                                "so they are treated as free text.")
+    return "classification", (f"{n_labels} different short answers that repeat ({repeated:.0%} of them appear at "
+                              "least twice), so each is a label to choose from.")
+
+
+def task_reason(table: Table, mapping: ColumnMapping) -> str:
+    """Why the mapping's task applies: the detection rule, or that it was chosen against the detection."""
+    detected, reason = detect_task(table.frame[mapping.label_column])
+    if detected == mapping.task:
+        return reason
+    return f"Set to {mapping.task} by you; detection alone would say {detected}: {reason}"
 
 
 def labeled_frame(table: Table, mapping: ColumnMapping) -> pd.DataFrame:
@@ -506,10 +539,10 @@ def make_splits(frame: pd.DataFrame, task: Task, settings: SplitSettings = Split
             return part.reset_index(drop=True), part.iloc[0:0]
         stratify = None
         if task == "classification":
-            counts = groups["label"].value_counts()
-            n_classes = len(counts)
-            if counts.min() >= 2 and n_classes <= n_out <= len(groups) - n_classes:
-                stratify = groups["label"]
+            strata = _strata(groups["label"])
+            n_classes = strata.nunique()
+            if n_classes > 1 and n_classes <= n_out <= len(groups) - n_classes:
+                stratify = strata
         keep, out = train_test_split(groups, test_size=n_out, random_state=settings.seed, stratify=stratify)
 
         def gather(chosen: pd.DataFrame) -> pd.DataFrame:
@@ -535,6 +568,17 @@ def make_splits(frame: pd.DataFrame, task: Task, settings: SplitSettings = Split
         raise DataError(f"There {'is' if len(frame) == 1 else 'are'} only {counted}: too few to hold any out "
                         "for testing.", "Add more rows, or upload a separate test file.")
     return Splits(train=train, validation=validation, test=test, task=task)
+
+
+def _strata(labels: pd.Series) -> pd.Series:
+    """Labels to stratify by: labels seen once share one stratum (a stratum needs two rows to be cut), so
+    a few rare labels do not turn stratification off for all the others."""
+    counts = labels.value_counts()
+    once = labels.map(counts) < 2
+    strata = labels.astype(str).where(~once, "\x00rare")
+    if once.sum() == 1:  # a lone rare row cannot form a stratum either: it joins the most common label
+        strata = strata.where(~once, str(counts.index[0]))
+    return strata
 
 
 # -- health check ---------------------------------------------------------------------------------------
@@ -587,10 +631,10 @@ def _label_findings(frame: pd.DataFrame, splits: Splits) -> list[HealthWarning]:
     if n_classes > max(2, len(frame) // MIN_PER_CLASS):
         found.append(HealthWarning(
             "too_many_classes", f"{n_classes} different answers for {plural(len(frame), 'row')}: most answers have "
-            "too few examples. Merge rare answers, or treat this as a text-to-text task.", "warning",
+            "too few examples. Add rows for the rare answers or merge them.", "warning",
             {"classes": n_classes, "rows": len(frame)}))
     rare = counts[counts < MIN_PER_CLASS]
-    if len(rare) and n_classes <= MAX_CLASSES:
+    if len(rare) and n_classes <= MAX_LABELS:
         found.append(HealthWarning(
             "too_few_per_class", f"{plural(len(rare), 'answer has', 'answers have')} fewer than {MIN_PER_CLASS} rows "
             f"({', '.join(f'{k}: {v}' for k, v in rare.head(5).items())}). The model can hardly learn them and the "
@@ -602,6 +646,7 @@ def _label_findings(frame: pd.DataFrame, splits: Splits) -> list[HealthWarning]:
             "class_imbalance", f"'{counts.index[0]}' is {ratio:.0f}× as common as '{counts.index[-1]}'. A model that "
             f"always answers '{counts.index[0]}' is already right {share:.0%} of the time, so look at macro-F1, "
             "not only accuracy.", "warning", {"ratio": round(float(ratio), 2), "majority_share": round(share, 3)}))
+    found += _many_label_findings(counts, splits)
     conflicts = frame.groupby("text")["label"].nunique()
     conflicting = int((conflicts > 1).sum())
     if conflicting:
@@ -609,6 +654,49 @@ def _label_findings(frame: pd.DataFrame, splits: Splits) -> list[HealthWarning]:
             "conflicting_labels", f"{plural(conflicting, 'text appears', 'texts appear')} with different answers. "
             "No model can get all of them right; check these rows.", "warning", {"texts": conflicting}))
     return found
+
+
+RARE_LABEL_ROWS = 2  # labels with this many rows or fewer are named one by one
+
+
+def _many_label_findings(counts: pd.Series, splits: Splits) -> list[HealthWarning]:
+    """Rare labels, labels the test split lacks, and label names that differ only in case or punctuation."""
+    found = []
+    rare = counts[counts <= RARE_LABEL_ROWS].sort_values()
+    if len(rare):
+        found.append(HealthWarning(
+            "rare_labels", f"{plural(len(rare), 'label has', 'labels have')} only one or two rows "
+            f"({_some(f'{k}: {v}' for k, v in rare.items())}). The model can hardly learn them, and a score on "
+            "one or two test rows says little.", "warning",
+            {"labels": {str(k): int(v) for k, v in rare.items()}, "count": len(rare)}))
+    if len(splits.test):
+        seen = set(splits.train["label"]) | set(splits.validation["label"])
+        missing = sorted(seen - set(splits.test["label"]), key=lambda k: (-counts.get(k, 0), str(k)))
+        if missing:
+            found.append(HealthWarning(
+                "labels_missing_from_test", f"{plural(len(missing), 'label does', 'labels do')} not appear in the "
+                f"test split ({_some(missing)}), so how well they are recognised is not measured.", "info",
+                {"labels": [str(k) for k in missing], "count": len(missing), "test_labels":
+                 int(splits.test["label"].nunique())}))
+    groups: dict[str, list[str]] = {}
+    for label in counts.index:
+        groups.setdefault(normalise_text(str(label)), []).append(str(label))
+    alike = [sorted(names) for names in groups.values() if len(names) > 1]
+    if alike:
+        pairs = "; ".join(" and ".join(f"'{n}'" for n in names) for names in alike[:5])
+        found.append(HealthWarning(
+            "near_duplicate_labels", f"{plural(len(alike), 'group of labels differs', 'groups of labels differ')} "
+            f"only in case, spaces or punctuation ({pairs}{'; …' if len(alike) > 5 else ''}). If they mean the same, "
+            "write them the same way; otherwise the model must tell apart answers that look identical.",
+            "warning", {"groups": alike, "count": len(alike)}))
+    return found
+
+
+def _some(items, limit: int = 5) -> str:
+    """The first few items, comma-separated, with '…' and how many more."""
+    items = [str(i) for i in items]
+    more = len(items) - limit
+    return ", ".join(items[:limit]) + (f", … and {more} more" if more > 0 else "")
 
 
 def normalise_text(text: str) -> str:

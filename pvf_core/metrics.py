@@ -6,6 +6,8 @@
     label_shares(predictions, labels)                       -> share of rows per predicted label
     collapse(predictions, references, labels)               -> did the model answer (almost) one label?
     unbalanced(references)                                  -> is the most common answer 3x the rarest?
+    most_confused_pairs(metrics) / per_label_rows(metrics)  -> readable views of many labels (no N×N matrix)
+    out_of_scope_recall(metrics)                            -> how often 'oos' / 'other' rows are recognised
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ def unbalanced(references: Sequence[str]) -> bool:
     """
     counts = Counter(str(r) for r in references)
     return bool(counts) and max(counts.values()) >= IMBALANCE_RATIO * min(counts.values())
+MAX_MATRIX_LABELS = 20  # beyond this many labels a confusion matrix is unreadable: show confused pairs instead
+# Label names that mean "none of the others" (compared after lower-casing and removing punctuation):
+# in routing, recognising them matters most, so their recall is shown on its own.
+OUT_OF_SCOPE_NAMES = ("oos", "other", "others", "out of scope", "outofscope", "none", "unknown", "no intent",
+                      "fallback", "misc", "miscellaneous", "not relevant", "irrelevant")
 
 
 def classification_metrics(references: Sequence[str], predictions: Sequence[str], labels: Sequence[str]) -> dict:
@@ -99,3 +106,70 @@ def chrf_of_rows(statistics: np.ndarray) -> float:
 
     return float(CHRF()._compute_score_from_stats([int(v) for v in statistics.sum(axis=0)]).score)
 
+
+
+# -- many labels ----------------------------------------------------------------------------------------------
+
+def _name_key(label: str) -> str:
+    import re
+
+    return re.sub(r"[\W_]+", " ", str(label).casefold()).strip()
+
+
+def out_of_scope_labels(labels: Sequence[str]) -> list[str]:
+    """The labels whose name says "none of the others" (``oos``, ``other``, ``out_of_scope``, ...)."""
+    return [str(label) for label in labels if _name_key(label) in OUT_OF_SCOPE_NAMES]
+
+
+def most_confused_pairs(metrics: dict, top: int = 15) -> list[dict]:
+    """The (true label, predicted label) pairs that go wrong most often, from a ``classification_metrics``
+    result: rows, and their share of the true label's test rows. Ties by name."""
+    labels, matrix = metrics.get("labels") or [], np.asarray(metrics.get("confusion") or [], dtype=np.int64)
+    if matrix.size == 0:
+        return []
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    true_idx, pred_idx = np.nonzero(off)
+    support = matrix.sum(axis=1)
+    pairs = [{"true": labels[i], "predicted": labels[j], "rows": int(off[i, j]),
+              "share_of_true": float(off[i, j] / support[i]) if support[i] else 0.0}
+             for i, j in zip(true_idx, pred_idx)]
+    return sorted(pairs, key=lambda p: (-p["rows"], -p["share_of_true"], p["true"], p["predicted"]))[:top]
+
+
+def per_label_rows(metrics: dict) -> list[dict]:
+    """One row per label, worst first (lowest F1, then most test rows): test rows, recall, precision, F1,
+    how many of its rows were predicted, the label it is most often mistaken for, and whether it means
+    "out of scope"."""
+    labels, matrix = metrics.get("labels") or [], np.asarray(metrics.get("confusion") or [], dtype=np.int64)
+    scope = set(out_of_scope_labels(labels))
+    rows = []
+    for i, label in enumerate(labels):
+        m = metrics.get("per_class", {}).get(label, {})
+        mistaken = ""
+        if matrix.size:
+            off = matrix[i].copy()
+            off[i] = 0
+            if off.max() > 0:
+                mistaken = f"{labels[int(off.argmax())]} ({int(off.max())})"
+        rows.append({"label": label, "test_rows": int(m.get("support", 0)), "recall": float(m.get("recall", 0.0)),
+                     "precision": float(m.get("precision", 0.0)), "f1": float(m.get("f1", 0.0)),
+                     "predicted_rows": int(matrix[:, i].sum()) if matrix.size else 0,
+                     "most_mistaken_for": mistaken, "out_of_scope": label in scope})
+    return sorted(rows, key=lambda r: (r["f1"], -r["test_rows"], r["label"]))
+
+
+def out_of_scope_recall(metrics: dict) -> dict | None:
+    """For the out-of-scope labels: their test rows, the share recognised (recall), and how many in-scope
+    rows were wrongly sent there (false alarms). None when no label means out of scope."""
+    labels, matrix = metrics.get("labels") or [], np.asarray(metrics.get("confusion") or [], dtype=np.int64)
+    scope = [labels.index(label) for label in out_of_scope_labels(labels)]
+    if not scope or matrix.size == 0:
+        return None
+    inside = [i for i in range(len(labels)) if i not in scope]
+    support = int(matrix[scope].sum())
+    found = int(matrix[np.ix_(scope, scope)].sum())
+    false_alarms = int(matrix[np.ix_(inside, scope)].sum())
+    return {"labels": [labels[i] for i in scope], "test_rows": support,
+            "recall": found / support if support else 0.0, "found": found, "false_alarms": false_alarms,
+            "in_scope_rows": int(matrix[inside].sum())}

@@ -46,6 +46,10 @@ EXAMPLE_STYLES = ("conversation", "list")
 CALIBRATIONS = ("auto", "fitted", "content-free", "none")
 ROW_PLACEHOLDER = "PVF_ROW_TEXT_7f3a"  # stands for the row's text while the chat template is rendered
 CONTENT_FREE_TEXT = "N/A"
+# The automatic answer format lists the labels while the list stays under this many characters (about 800
+# tokens, a tenth of SmolLM2's 8,192-token context); a longer list would crowd out examples and rows, and
+# every row's tokens attend to it. Beyond it the model relies on the answer words alone (they are scored).
+LABEL_LIST_MAX_CHARS = 3000
 
 DEFAULT_INSTRUCTION = {
     "classification": "Classify the text in the user's message.",
@@ -136,8 +140,16 @@ class PromptSpec:
         if self.output_format is not None:
             return self.output_format.strip()
         if self.task == "classification" and self.labels:
+            if not self.lists_labels():
+                return f"Answer with exactly one label (there are {len(self.labels)}), nothing else."
             return "Answer with exactly one of: " + ", ".join(self.word(label) for label in self.labels) + "."
         return "Answer with the result only, without explanations."
+
+    def lists_labels(self) -> bool:
+        """Whether the automatic answer format lists the labels (it does while they fit, see
+        ``LABEL_LIST_MAX_CHARS``)."""
+        listed = ", ".join(self.word(label) for label in self.labels)
+        return len(listed) <= LABEL_LIST_MAX_CHARS
 
     def system_message(self) -> str:
         parts = [self.resolved_instruction(), self.context.strip(), self.resolved_output_format()]
@@ -322,6 +334,19 @@ def _without_own_text(base: list[int], spare: list[int], keys: list[str], labels
     return chosen
 
 
+def default_selection(shots: int, n_labels: int) -> tuple[str, str]:
+    """The example selection to start from, and why in plain words.
+
+    With fewer examples than labels, a balanced draw cannot show every label anyway and shows labels
+    unrelated to the row; the training rows most similar to each row show the labels it is likely to have.
+    """
+    if shots and n_labels > shots:
+        return "similar", (f"There are {n_labels} labels but only {shots} examples, so most labels cannot be "
+                           "shown; each row gets the training rows most similar to it, whose labels are the "
+                           "likeliest answers.")
+    return "balanced", "Examples are spread evenly over the labels."
+
+
 def _balanced(pool: pd.DataFrame, allowed: np.ndarray, k: int, rng: np.random.Generator, task: str) -> list[int]:
     """k rows spread as evenly as possible over the labels, in a shuffled order."""
     if task != "classification":
@@ -503,11 +528,19 @@ def _lint_format(spec: PromptSpec) -> list[LintTip]:
 def _lint_labels_named(spec: PromptSpec) -> list[LintTip]:
     if spec.task != "classification" or not spec.labels:
         return []
+    if spec.output_format is None and not spec.lists_labels():
+        return [LintTip("labels_not_listed", f"The prompt does not list the {len(spec.labels)} labels: the list "
+                        f"would be longer than {LABEL_LIST_MAX_CHARS:,} characters.",
+                        "So many labels would crowd the model's context and slow every row down; the model picks "
+                        "among them by how likely each label's words are as the answer, so clear label words "
+                        "matter more than usual.", "info", {"labels": len(spec.labels),
+                                                            "max_chars": LABEL_LIST_MAX_CHARS})]
     said = spec.system_message().lower()
     missing = [spec.word(label) for label in spec.labels if spec.word(label).lower() not in said]
     if not missing:
         return []
-    return [LintTip("labels_not_named", f"The instruction does not name the label(s) {', '.join(missing)}.",
+    named = ", ".join(missing[:8]) + (f", … ({len(missing)} in all)" if len(missing) > 8 else "")
+    return [LintTip("labels_not_named", f"The instruction does not name the label(s) {named}.",
                     "The model only knows which answers are allowed if the prompt lists them; unnamed labels "
                     "are picked far less often.", numbers={"missing": missing})]
 

@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .compare import metric_name, score_text, unchanged_input_metrics
+from .metrics import MAX_MATRIX_LABELS
 
 PALETTE = ["#4B5FD6", "#E4572E", "#17BEBB", "#FFC914", "#76B041", "#9C51B6", "#F28C28", "#5C6B73"]
 
@@ -227,7 +228,7 @@ def comparison_figures(comparison) -> dict[str, go.Figure]:
     figures["cost"] = cost_figure(cost_curve(comparison.costs, horizon), comparison.break_even)
     if comparison.curve:
         figures["learning_curve"] = learning_curve_figure(pd.DataFrame(comparison.curve), metric)
-    if comparison.task == "classification":
+    if comparison.task == "classification" and len(comparison.labels or []) <= MAX_MATRIX_LABELS:
         for r in comparison.results:
             figures[f"confusion:{r.arm}"] = confusion_figure(r.metrics["confusion"], r.metrics["labels"], r.arm)
     return figures
@@ -262,6 +263,28 @@ def decision_rule_html(comparison) -> str:
     return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in decision_rule_lines(comparison)) + "</ul>"
 
 
+def many_label_sections(comparison) -> list[tuple[str, str]]:
+    """With more labels than a confusion matrix can show: each arm's most confused pairs and its worst labels
+    (and the out-of-scope labels' recall), as tables."""
+    import html
+
+    from .metrics import most_confused_pairs, out_of_scope_recall, per_label_rows
+
+    if comparison.task != "classification" or len(comparison.labels or []) <= MAX_MATRIX_LABELS:
+        return []
+    sections = []
+    for r in comparison.results:
+        pairs = pd.DataFrame(most_confused_pairs(r.metrics), columns=["true", "predicted", "rows", "share_of_true"])
+        worst = pd.DataFrame(per_label_rows(r.metrics)).head(15)
+        scope = out_of_scope_recall(r.metrics)
+        names = html.escape(", ".join(scope["labels"])) if scope else ""
+        note = "" if scope is None else (f"<p>Out of scope ({names}): {scope['found']} of {scope['test_rows']} "
+                                         f"recognised, {scope['false_alarms']} false alarms.</p>")
+        sections.append((f"{r.arm}: most confused pairs and worst labels",
+                         note + table_html(pairs.round(3)) + table_html(worst.round(3))))
+    return sections
+
+
 def write_report(comparison, folder) -> dict[str, str]:
     """Write report.html (self-contained, charts embedded), predictions.csv and comparison.json."""
     import html
@@ -294,6 +317,7 @@ def write_report(comparison, folder) -> dict[str, str]:
         ("How the recommendation was decided", decision_rule_html(comparison)),
         ("Charts", charts),
         *([("Where each arm goes wrong", wrong)] if confusions else []),
+        *many_label_sections(comparison),
         ("Rows where the arms disagree (first 50)", table_html(disagree, "rows")),
         ("Settings", f"<pre>{html.escape(json.dumps({'cost_model': comparison.to_dict()['cost_model'], 'priorities': comparison.to_dict()['priorities']}, indent=2))}</pre>"),
     ]

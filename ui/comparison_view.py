@@ -10,6 +10,7 @@ import streamlit as st
 from pvf_core.compare import (CAUTION, Comparison, CostModel, Priorities, disagreements, inference_memory, latency,
                               latency_label, metric_name, p_text)
 from pvf_core.report import comparison_figures, decision_rule_lines, readable_metrics_table, write_report
+from ui import label_views
 from ui.settings_form import settings_widgets
 from ui.settings_help import label, tip
 
@@ -69,7 +70,13 @@ def show(comparison: Comparison, folder: Path) -> None:
     else:
         right.info("No learning curve in this comparison: tick “learning curve” when you run it.")
     confusions = [name for name in figures if name.startswith("confusion:")]
-    if confusions:
+    many = [r for r in comparison.results if r.task == "classification" and label_views.many_labels(r.metrics)]
+    if many:
+        st.subheader("Where each arm goes wrong")
+        for tab, result in zip(st.tabs([r.arm for r in many]), many):
+            with tab:
+                label_views.show(result.metrics, f"cmp_labels_{result.arm}")
+    elif confusions:
         st.subheader("Where each arm goes wrong")
         for column, name in zip(st.columns(len(confusions)), confusions):
             column.plotly_chart(figures[name], key=f"cmp_{name}")

@@ -11,6 +11,7 @@ from pvf_core.export import export_finetune_run, hub_id, zip_export
 from pvf_core.finetune import CARD_FILE, FinetuneRun, merge_run, result_warnings
 from pvf_core.report import confusion_figure, per_class_frame
 from pvf_core.store import Run
+from ui import label_views
 from ui.job_view import duration
 from ui.prompt_results import PER_CLASS_HELP  # one vocabulary for per-answer scores
 
@@ -45,7 +46,10 @@ def show(run: Run, *, key: str, allow_merge: bool = True) -> None:
     if shares and not findings:
         common = max(shares, key=shares.get)
         st.caption(f"For scale: always answering the most common answer ('{common}') would get {shares[common]:.0%}.")
-    if metrics.get("per_class"):
+    if metrics.get("per_class") and label_views.many_labels(metrics):
+        st.subheader("Per answer")
+        label_views.show(metrics, f"{key}_labels_{run.id}")
+    elif metrics.get("per_class"):
         st.subheader("Per answer")
         left, right = st.columns(2)
         left.dataframe(per_class_frame(metrics), hide_index=True, column_config=PER_CLASS_HELP)

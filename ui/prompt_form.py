@@ -13,7 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pvf_core.data import Dataset
-from pvf_core.prompting import CALIBRATIONS, DEFAULT_INSTRUCTION, PromptSpec
+from pvf_core.prompting import CALIBRATIONS, DEFAULT_INSTRUCTION, PromptSpec, default_selection
 from ui.settings_help import tip
 
 FORM_KEY = "pb_form"
@@ -144,6 +144,10 @@ def show(dataset: Dataset) -> None:
                 st.slider("How many", 2, MAX_PICKED, key=_drawn("pb_shots"), help=tip(PromptSpec, "shots"))
             st.selectbox("How they are picked", list(AUTO_SELECTIONS), key=_drawn("pb_selection"),
                          format_func=AUTO_SELECTIONS.get, help=tip(PromptSpec, "selection"))
+            shown = 1 if choice == "one" else int(st.session_state.get("pb_shots", 4))
+            suggested, why = default_selection(shown, len(dataset.labels)) if task == "classification" else ("", "")
+            if suggested == "similar":
+                st.caption(f"Similar is the default here: {why}")
         else:
             _row_picker(dataset, one=choice == "one")
 

@@ -9,6 +9,7 @@ import streamlit as st
 
 from pvf_core.compare import unchanged_input_metrics
 from pvf_core.report import confusion_figure, per_class_frame, shares_figure
+from ui import label_views
 
 WRONG = "background-color: #FDE2E1"
 MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~$:])")
@@ -138,7 +139,7 @@ def answers(result, key: str) -> None:
         unchanged = unchanged_input_metrics(result)
         st.caption(f"For scale: answering every row with its input unchanged scores chrF {unchanged['chrf']:.1f} and "
                    f"exact match {unchanged['exact_match']:.1%}. For corrections that is the score to beat.")
-    else:
+    elif not label_views.show(metrics, key):  # many labels: pairs and a per-label table instead of a matrix
         left, right = st.columns(2)
         raw = metrics.get("raw", {}).get("prediction_shares") if metrics.get("calibration", "none") != "none" else None
         left.plotly_chart(shares_figure(metrics["true_shares"], metrics["prediction_shares"], raw), key=f"{key}_shares")

@@ -51,7 +51,7 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
     from ..evaluate import Arm, evaluate
     from ..finetune import LoraSettings, train_lora
     from ..models import load_model
-    from ..prompting import PromptSpec
+    from ..prompting import PromptSpec, default_selection
     from ..store import workspace_dir
 
     started = time.perf_counter()
@@ -74,7 +74,7 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
     score = functools.partial(evaluate, task=splits.task, labels=splits.labels or None, train=train,
                               calibration_rows=fitting, should_stop=should_stop)
     for i, k in enumerate(shots):
-        spec = base_spec.with_(shots=int(k))
+        spec = base_spec.with_(shots=int(k), selection=default_selection(int(k), len(splits.labels))[0])
         arm = Arm(name=spec.name(), prompt=spec, model=model)
         results.append(score(arm, test, loaded=loaded,
                              on_progress=lambda d, t, m, i=i: prompting(i * t + d, len(shots) * t, m)))

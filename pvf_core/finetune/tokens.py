@@ -30,11 +30,22 @@ class Encoded:
         return [len(self.prefix) + len(s) + len(a) for s, a in zip(self.suffixes, self.answers)]
 
 
+TRAINING_LISTED_LABELS = 20  # more labels than this are not listed in the fine-tuned arm's prompt
+
+
 def default_prompt(splits: Splits, instruction: str = "") -> Any:
-    """The zero-shot prompt a fine-tuned arm is trained and scored with."""
+    """The zero-shot prompt a fine-tuned arm is trained and scored with.
+
+    With many labels the prompt does not list them: the adapter learns them from the answers, and a list of
+    50 labels (~270 tokens) would already overflow the default max length; per row, training then costs
+    the same whatever the number of labels.
+    """
     from ..prompting import PromptSpec
 
-    return PromptSpec(task=splits.task, instruction=instruction, labels=list(splits.labels))
+    spec = PromptSpec(task=splits.task, instruction=instruction, labels=list(splits.labels))
+    if len(spec.labels) > TRAINING_LISTED_LABELS:
+        spec = spec.with_(output_format="Answer with exactly one label, nothing else.")
+    return spec
 
 
 def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
