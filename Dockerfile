@@ -41,7 +41,6 @@ ENV HOME=/home/user \
     TOKENIZERS_PARALLELISM=false \
     STREAMLIT_SERVER_PORT=7860 \
     STREAMLIT_SERVER_ADDRESS=0.0.0.0 \
-    STREAMLIT_SERVER_FILE_WATCHER_TYPE=none \
     STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=none
 
 # Convert the bundled model now (GGUF -> safetensors, ~20 s), offline, so the first visitor does not wait.

@@ -59,8 +59,7 @@ def start_server(home: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "PVF_HOME": str(home), "PVF_DEMO": "1", "PVF_DEMO_MAX_TRAIN_MINUTES": "60",
            "PVF_DEMO_MIN_FREE_MB": "0", "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-               "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
+               "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=open(home / "streamlit.log", "wb"),
                                stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120

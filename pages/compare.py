@@ -1,6 +1,8 @@
 """Compare: prompt versions and fine-tuned models on the same test rows, and which one to use."""
 
+import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import streamlit as st
 
@@ -13,6 +15,12 @@ from ui import comparison_view, job_view, state
 from ui.dataset import require_dataset
 
 st.title("Compare prompting and fine-tuning")
+shared = demo.shared_comparison(st.query_params.get("shared"))
+if shared is not None:  # a link someone shared: a read-only copy, never their workspace (nor this visitor's)
+    st.info("A comparison someone shared with you: a read-only copy. Changing the priorities below only changes "
+            "what you see; downloads work as usual.", icon=":material/visibility:")
+    comparison_view.show(Comparison.load(shared), Path(tempfile.mkdtemp(prefix="pvf-shared-")))
+    st.stop()
 dataset = require_dataset()
 store = Store()
 limits = demo.limits()
@@ -91,3 +99,14 @@ if chosen is not None:
         st.warning("That comparison is not in this workspace (any more).")
     else:
         comparison_view.show(Comparison.load(run.folder), Path(run.folder))
+        if demo.enabled():
+            if st.button("Share a read-only copy", key="cmp_share", icon=":material/share:",
+                         help="Makes a copy of this comparison with a link of its own. Whoever opens the link "
+                              "sees this comparison only, never your workspace."):
+                st.session_state["cmp_shared"] = (chosen, demo.share_comparison(run.folder))
+            made = st.session_state.get("cmp_shared")
+            if made and made[0] == chosen:
+                parts = urlsplit(st.context.url or "")
+                link = urlunsplit((parts.scheme, parts.netloc, "/compare", f"shared={made[1]}", ""))
+                st.success("Anyone with this link sees a read-only copy of this comparison:")
+                st.code(link, language=None)

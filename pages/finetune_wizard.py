@@ -4,9 +4,11 @@ A run is a background job (``pvf_core.jobs``): it survives reloads and closed ta
 ``?run=`` (``ui.state.opened_run``); a running or waiting run of this dataset is opened automatically.
 """
 
+import time
+
 import streamlit as st
 
-from pvf_core import demo, jobs
+from pvf_core import demo, jobs, manage
 from pvf_core.data import plural
 from pvf_core.errors import PvfError
 from pvf_core.finetune import (DEFAULT_PRESET, PRESETS, LoraSettings, cap_rows, estimate, finetune_warnings,
@@ -63,14 +65,30 @@ if opened is None and active:  # re-attach: the one training now (or the next to
 
 if runs:
     with st.expander(f"Your fine-tuning runs on this dataset ({len(runs)})", expanded=opened is None):
-        st.dataframe([{"run": f"#{r.id}", "what": r.name, "status": STATUS_WORDS.get(r.status, r.status),
+        numbers = {r.id: store.run_number(r) for r in runs}  # 1 for the first run on this dataset
+        st.dataframe([{"run": f"#{numbers[r.id]}", "what": r.name, "status": STATUS_WORDS.get(r.status, r.status),
                        "test score": headline(r.metrics), "started": job_view.ago(r.created)} for r in runs],
                      hide_index=True)
         left, right = st.columns([4, 1], vertical_alignment="bottom")
         pick = left.selectbox("Run to show", runs, key="ftw_pick",
-                              format_func=lambda r: f"#{r.id} {r.name} ({STATUS_WORDS.get(r.status, r.status)})")
+                              format_func=lambda r: f"#{numbers[r.id]} {r.name} ({STATUS_WORDS.get(r.status, r.status)})")
         if right.button("Open", key="ftw_open", use_container_width=True):
             state.open_run(pick.id)
+            st.rerun()
+        left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
+        new_name = left.text_input("Name of this run", value=pick.name, key=f"ftw_name_{pick.id}", max_chars=80)
+        if middle.button("Rename", key="ftw_rename", use_container_width=True):
+            try:
+                manage.rename_run(store, pick.id, new_name)
+            except PvfError as error:
+                st.error(error.message)
+            else:
+                st.rerun()
+        if right.button("Delete", key="ftw_delete", use_container_width=True, disabled=pick.status in ("running", "queued"),
+                        help="Deletes the run with its adapter and logs. It cannot be undone; cancel a running one first."):
+            manage.delete_run(store, pick.id)
+            if opened == pick.id:
+                state.open_run(None)
             st.rerun()
 
 setup = st.container() if opened is None else st.expander("Start another run: data, settings and estimate")
@@ -161,14 +179,20 @@ with setup:
             left, right = st.columns([3, 1], vertical_alignment="center")
             left.caption("A rough guess from the model's size and the number of tokens: this machine's speed "
                          "was not measured yet for this model.")
-            if right.button(f"Measure (about {job_view.duration(found.calibration_seconds)})", key="ftw_calibrate",
-                            use_container_width=True):
-                with st.spinner("Timing a few training steps on this machine…"):
+            took = jobs.remembered_duration(f"measure:{model}")  # what it really took here last time
+            label = f"Measure (took {job_view.duration(took)} last time)" if took else \
+                f"Measure (about {job_view.duration(found.calibration_seconds)})"
+            if right.button(label, key="ftw_calibrate", use_container_width=True,
+                            help="Loads the model for training and times a few training steps, the largest batch "
+                                 "included, on this machine."):
+                with st.spinner("Loading the model and timing a few training steps on this machine…"):
+                    began = time.monotonic()
                     try:
                         estimate(settings, splits, model, calibrate=True)
                     except PvfError as error:
                         st.error(str(error))
                     else:
+                        jobs.remember_duration(f"measure:{model}", time.monotonic() - began)
                         st.rerun()
 
     force = False
@@ -195,9 +219,8 @@ with setup:
 if opened is not None:
     run = store.get_run(opened)
     st.header("4. Train")
-    st.markdown(f"**Run #{run.id}**: {run.name} · started {job_view.ago(run.created)} · "
-                + describe(LoraSettings.from_dict(run.settings)))
-    status = job_view.follow(run.id, key=KEY)
+    st.markdown(f"**Run #{store.run_number(run)}**: {run.name} · " + describe(LoraSettings.from_dict(run.settings)))
+    status = job_view.follow(run.id, key=KEY, started=run.created)
     if status.status == "done":
         st.header("5. Result")
         finetune_result.show(store.get_run(opened), key=KEY, allow_merge=not limits.enabled)

@@ -10,7 +10,7 @@ import json
 
 import streamlit as st
 
-from pvf_core import demo, models
+from pvf_core import demo, manage, models
 from pvf_core.compare import (compare_versions, keep_prompt_version, keep_variance, load_eval_result, prompt_history,
                               wilson_interval)
 from pvf_core.errors import PvfError
@@ -162,12 +162,27 @@ version = versions[shown]
 run = store.get_run(version.run_id)
 version_spec = PromptSpec.from_dict(version.spec)
 prompt_results.scores(version.metrics, run.timings, task)
-prompt_results.collapse_warning(version.metrics)
+prompt_results.collapse_warning(version.metrics, version_spec)
 left, right = st.columns([3, 1])
-left.caption(f"{version_spec.name()} · calibration {version.metrics.get('calibration', 'none')} · "
-             f"{run.timings.get('n_test', len(test))} test rows")
+left.caption(f"{version_spec.name()} · calibration: {prompt_results.calibration_words(version.metrics.get('calibration'))}"
+             f" · {run.timings.get('n_test', len(test))} test rows", help=prompt_results.CALIBRATION_HELP)
 right.button("Edit this version", key="pb_edit", on_click=prompt_form.apply, args=(version_spec, dataset),
              use_container_width=True, help="Loads this version into the form above.")
+with st.expander("Rename or delete this version"):
+    left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
+    new_name = left.text_input("Name", value=version.name, key=f"pb_name_{version.id}", max_chars=80)
+    if middle.button("Rename", key="pb_rename", use_container_width=True):
+        try:
+            manage.rename_version(store, version.id, new_name)
+        except PvfError as error:
+            st.error(error.message)
+        else:
+            st.rerun()
+    if right.button("Delete", key="pb_delete", use_container_width=True,
+                    help="Deletes this version, its kept answers and its export. It cannot be undone."):
+        manage.delete_version(store, version.id)
+        st.session_state.pop("pb_show_version", None)
+        st.rerun()
 result = kept_result(run.folder) if run.folder else None
 
 answers_tab, rows_tab, sure_tab, history_tab, compare_tab = st.tabs(
@@ -215,8 +230,14 @@ with sure_tab:
 
 with history_tab:
     st.plotly_chart(version_history_figure(history, metric, second), key="pb_history")
-    table = history.drop(columns=["run", "kept", "draws"])
-    table["spread"] = [f"± {v:.1f}" if v == v else "" for v in table["spread"]]  # blank where not measured
+    measured = history["spread"].notna().any()
+    table = history.drop(columns=["run", "kept", "draws"] + ([] if measured else ["spread"]))
+    for column in (metric, second, "ms_per_row"):
+        table[column] = table[column].round(1)  # one rounding rule: what the metrics above show
+    if measured:
+        table["spread"] = [f"± {v:.1f}" if v == v else "" for v in table["spread"]]  # blank where not measured
+        st.caption("± over draws: how much the score moved when the examples were drawn again (“Rerun with other "
+                   "example draws” in “How sure is it?”); blank where that was not measured.")
     table = table.rename(columns=COLUMNS)
     st.dataframe(table, hide_index=True, key="pb_history_table", column_config={
         "version": st.column_config.NumberColumn("#", width="small"),
@@ -243,5 +264,12 @@ with compare_tab:
         changes = [prompt_results.plain(c) for c in outcome["changes"]]
         st.markdown("**What changed**\n" + ("\n".join(f"- {c}" for c in changes) if changes
                                             else "\nNothing: the same prompt."))
+        try:
+            diff = manage.prompt_text_diff(store, versions[a], versions[b])
+        except PvfError as error:
+            st.caption(f"The prompt texts could not be compared: {error.message}")
+        else:
+            st.markdown("**What the model reads**: lines starting with − were removed, + added.")
+            st.code("\n".join(diff[2:]) if diff else "The same text.", language="diff")
         st.markdown("**Did it help?**\n" + "\n".join(f"- {sentence}" for sentence in outcome["sentences"]))
 st.page_link("pages/compare.py", label="Compare your best prompt with fine-tuning", icon=":material/balance:")

@@ -595,6 +595,9 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
                       calibration_rows=splits.validation, on_progress=_eval_progress(), should_stop=log.should_stop)
     run.with_evaluation(scored)
     keep_arm_beside_adapter(scored, folder)
+    from .export import export_arm
+
+    export_arm(folder, arm, scored)  # the folder runs without PvF Studio: hub id, prompt files, predict.py
     if predictions:
         scored.predictions_frame(scores=False).to_csv(predictions, index=False)
     return {"arm": scored.arm, "task": scored.task, "n_test": scored.n_test, "metrics": scored.metrics,
@@ -657,6 +660,54 @@ def _finetune_summary(r: dict[str, Any]) -> str:
     return (f"{r['arm']}: {metric} {r['metrics'][metric]:.3f} on {r['n_test']} test rows; trained in "
             f"{r['train_seconds']:.0f} s ({r['train_examples_per_second']:.1f} examples/s); adapter "
             f"{r['adapter_mb']:.1f} MB in {r['adapter_dir']}")
+
+
+@cli.command()
+@click.argument("data", type=click.Path())
+@click.option("--prompt-version", type=int, default=None, help="Answer with a saved prompt version (its number in the app).")
+@click.option("--adapter", "adapter_dir", type=click.Path(file_okay=False), default=None,
+              help="Answer with a fine-tuned model: a fine-tuning run's folder or an exported arm's folder.")
+@click.option("--prompt", "prompt_path", type=click.Path(dir_okay=False), default=None,
+              help="Answer with a prompt: an export's prompt.json, or a zero-shot prompt specification (JSON).")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Where to write DATA's rows with a prediction column (default: a file in the workspace).")
+@click.option("--text-column", default=None, help="Column with the texts to answer (detected if omitted).")
+@common_options
+@handle_errors
+def predict(data: str, prompt_version: int | None, adapter_dir: str | None, prompt_path: str | None,
+            output: str | None, text_column: str | None, model: str, seed: int, as_json: bool) -> None:
+    """Answer every row of an unlabelled DATA.csv with a saved arm; writes DATA's rows with a prediction column."""
+    from .data import read_csv
+    from .errors import SettingsError
+    from .export import (ArmPackage, export_finetune_run, export_prompt_version, label_frame,
+                         package_from_prompt_file, text_column_of)
+    from .report import write_safe_csv
+    from .store import workspace_dir
+
+    started = time.perf_counter()
+    chosen = [x for x in (prompt_version, adapter_dir, prompt_path) if x is not None]
+    if len(chosen) != 1:
+        raise SettingsError("Give exactly one of --prompt-version N, --adapter DIR or --prompt FILE.")
+    table = read_csv(data, min_columns=1)
+    if prompt_version is not None:
+        package = ArmPackage.load(export_prompt_version(prompt_version))
+    elif adapter_dir is not None:
+        from pathlib import Path
+
+        folder = Path(adapter_dir)
+        package = ArmPackage.load(folder if (folder / "prompt.json").is_file() else export_finetune_run(folder))
+    else:
+        package = package_from_prompt_file(prompt_path, model=model)
+    column = text_column_of(table, text_column, package.prompt.get("text_column"))
+    base = None if model == "bundled" else model  # 'bundled' is the default: the export's own base model then
+    labelled, answers = label_frame(package, table.frame, column, model=base, on_progress=_stderr_progress())
+    target = output or str(workspace_dir("predictions") / f"{os.path.splitext(os.path.basename(data))[0]}-predictions.csv")
+    write_safe_csv(labelled, target)
+    result = {"n": len(labelled), "predictions_csv": target, "seconds": round(time.perf_counter() - started, 3),
+              "text_column": column, "arm": package.scores.get("arm", ""),
+              "counts": {str(k): int(v) for k, v in labelled["prediction"].value_counts().items()}}
+    emit(result, as_json, lambda r: f"{r['n']} rows answered by {r['arm'] or 'the arm'} in {r['seconds']:.1f} s: "
+         f"{r['predictions_csv']}")
 
 
 def main() -> None:

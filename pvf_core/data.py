@@ -139,8 +139,11 @@ class Splits:
 
 # -- reading --------------------------------------------------------------------------------------------
 
-def read_csv(source: str | Path | bytes, *, name: str | None = None, limits: Limits = Limits()) -> Table:
-    """Read a CSV from a path or raw bytes; detect encoding and delimiter; refuse what cannot be used."""
+def read_csv(source: str | Path | bytes, *, name: str | None = None, limits: Limits = Limits(),
+             min_columns: int = 2) -> Table:
+    """Read a CSV from a path or raw bytes; detect encoding and delimiter; refuse what cannot be used.
+
+    ``min_columns=1`` accepts a file of texts alone (rows to be answered, not learned from)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         name = name or path.name
@@ -165,7 +168,7 @@ def read_csv(source: str | Path | bytes, *, name: str | None = None, limits: Lim
     text, delimiter = _excel_separator_line(text)
     delimiter = delimiter or sniff_delimiter(text)
     rows, skipped = _parse_rows(text, delimiter, name, limits)
-    frame, dropped, repeated = _to_frame(rows, name, limits)
+    frame, dropped, repeated = _to_frame(rows, name, limits, min_columns)
     table = Table(frame=frame, name=name, encoding=encoding, delimiter=delimiter,
                   content_hash=hashlib.sha256(raw).hexdigest()[:16], dropped_empty_rows=dropped,
                   skipped_bad_rows=skipped, removed_control_chars=removed, repeated_header_rows=repeated)
@@ -333,11 +336,12 @@ def _parse_rows(text: str, delimiter: str, name: str, limits: Limits) -> tuple[l
     return kept, skipped
 
 
-def _to_frame(rows: list[list[str]], name: str, limits: Limits) -> tuple[pd.DataFrame, int, int]:
+def _to_frame(rows: list[list[str]], name: str, limits: Limits,
+              min_columns: int = 2) -> tuple[pd.DataFrame, int, int]:
     """The rows as a frame of stripped strings; also how many empty rows and repeated headers were dropped."""
     rows = _drop_unnamed_empty_columns(rows)
     header = _clean_header(rows[0])
-    if len(header) < 2:
+    if len(header) < min_columns:
         raise DataError(f"'{name}' has only one column ('{header[0]}').",
                         "PvF Studio needs two columns: the text the model reads and the answer it should give. "
                         "If there are two, separate them with a comma, semicolon, tab or pipe.")

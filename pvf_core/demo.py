@@ -177,9 +177,9 @@ def describe_limits(settings: DemoSettings | None = None) -> list[str]:
     if not s.enabled:
         return []
     lines = [
-        "What you upload and run here is visible only in this browser tab; nobody else sees it.",
-        f"It is deleted {_hours(s.ttl_hours)} after your last click. Reloading the page starts a fresh, empty "
-        "workspace. Do not upload personal or confidential data.",
+        "What you upload and run here is visible only to you; nobody else sees it.",
+        f"It is deleted {_hours(s.ttl_hours)} after your last click; until then a reload (or this page's address) "
+        "brings it back. Do not upload personal or confidential data.",
         f"CSV files may have up to {_number(s.max_upload_mb)} MB and {s.max_rows:,} rows.",
     ]
     if s.max_jobs == 0:
@@ -220,6 +220,35 @@ def session_workspace(session_id: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     touch(folder)
     return folder
+
+
+SHARED = "shared"  # $PVF_HOME/shared/<token>: read-only copies of comparisons a visitor shared
+
+
+def share_comparison(folder: str | Path) -> str:
+    """Copy a comparison (its ``comparison.json``) to a place of its own; returns the token of the copy.
+
+    The copy, not the visitor's workspace, is what a shared link opens: whoever follows the link sees that
+    comparison and nothing else of the visitor's, and what they change is never saved into it.
+    """
+    import shutil
+
+    source = Path(folder) / "comparison.json"
+    if not source.is_file():
+        raise ValueError("no comparison to share in this folder")
+    token = secrets.token_hex(16)
+    target = root_workspace() / SHARED / token
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target / "comparison.json")
+    return token
+
+
+def shared_comparison(token: str | None) -> Path | None:
+    """The folder of a shared comparison copy, or None for anything that is not one."""
+    if not token or not SESSION_ID.fullmatch(str(token)):
+        return None
+    folder = root_workspace() / SHARED / str(token)
+    return folder if (folder / "comparison.json").is_file() else None
 
 
 def session_known(session_id: str) -> bool:

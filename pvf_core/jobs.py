@@ -385,6 +385,9 @@ def job_status(run_id: int, store: Store | None = None) -> JobStatus:
             status.warnings.append({"code": event.get("code"), "message": event.get("message")})
         elif kind == "status" and event.get("message"):
             status.message = event["message"]
+    measured = measured_time_left(events) if run.status == "running" else None
+    if measured is not None:
+        status.eta_seconds = round(measured, 1)
     if run.status == "queued":
         queued = sorted(r.id for r in store.list_runs(status="queued"))
         status.queue_position = queued.index(run.id) + 1 if run.id in queued else None
@@ -393,6 +396,47 @@ def job_status(run_id: int, store: Store | None = None) -> JobStatus:
         status.percent, status.eta_seconds = 100.0, 0.0
         status.result = _read_result(run.id)
     return status
+
+
+def remember_duration(what: str, seconds: float) -> None:
+    """Keep how long something took in this workspace (``durations.json``), to label its button next time."""
+    path = workspace_dir() / "durations.json"
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    known[what] = round(float(seconds), 1)
+    path.write_text(json.dumps(known), encoding="utf-8")
+
+
+def remembered_duration(what: str) -> float | None:
+    try:
+        return float(json.loads((workspace_dir() / "durations.json").read_text(encoding="utf-8"))[what])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+MEASURED_STEPS = 3  # training steps after the first before the time left comes from measured step times
+
+
+def measured_time_left(events: list[dict]) -> float | None:
+    """Seconds of training left, from how long the steps so far really took (None before a few have run).
+
+    Timed from the first training step on (loading the model and the first validation are over by then), over
+    whole validation intervals, so the checks are counted at their real share. A multi-stage job (its
+    progress carries messages) or a finished one gives None.
+    """
+    steps = [e for e in events if e.get("event") == "progress" and e.get("time") and e.get("step")
+             and not e.get("message")]
+    if len(steps) < 2 or steps[-1]["step"] - steps[0]["step"] < MEASURED_STEPS:
+        return None
+    first, last = steps[0], steps[-1]
+    total = last.get("total_steps") or 0
+    done = last["step"] - first["step"]
+    if done <= 0 or last["step"] >= total:
+        return None
+    per_step = (last["time"] - first["time"]) / done
+    return max(0.0, per_step * (total - last["step"]))
 
 
 def _read_result(run_id: int) -> dict:

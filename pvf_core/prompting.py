@@ -583,8 +583,9 @@ def _lint_balance(spec: PromptSpec, examples: Sequence[Example]) -> list[LintTip
     return [LintTip("unbalanced_examples", f"The examples are unbalanced: '{top}' is shown {shown[top]} times out "
                     f"of {len(examples)}" + (f", and {sum(v == 0 for v in shown.values())} label(s) never."
                                              if 0 in shown.values() else "."),
-                    "Small models copy the answer they saw most often in the examples; use balanced selection "
-                    "or calibration.", numbers={"counts": shown})]
+                    "Small models copy the answer they saw most often in the examples; use balanced selection"
+                    + (" or calibration." if spec.calibration == "none" else
+                       " (calibration, already on, only partly corrects it)."), numbers={"counts": shown})]
 
 
 def _lint_leaks(examples: Sequence[Example], test_texts: Sequence[str]) -> list[LintTip]:

@@ -27,10 +27,14 @@ def label_distribution_figure(splits_or_frames: dict[str, pd.DataFrame], title: 
 
 def confusion_figure(matrix: list[list[int]], labels: list[str], title: str) -> go.Figure:
     """A confusion matrix heat map: rows are the true answers, columns the predicted ones."""
-    fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale="Blues", showscale=False,
-                               text=matrix, texttemplate="%{text}", hovertemplate="true %{y}<br>predicted %{x}: %{z}"))
-    fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10),
-                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed")
+    names = [str(label) for label in labels]
+    fig = go.Figure(go.Heatmap(z=matrix, x=names, y=names, colorscale="Blues", showscale=False,
+                               text=matrix, texttemplate="%{text}",
+                               hovertemplate="true answer %{y}<br>model's answer %{x}: %{z} rows<extra></extra>"))
+    fig.update_layout(title=title, height=340, margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis=dict(title=dict(text="model's answer", standoff=8), type="category", automargin=True,
+                                 tickangle=0 if sum(len(n) for n in names) < 40 else -30),
+                      yaxis=dict(title="true answer", type="category", automargin=True, autorange="reversed"))
     return fig
 
 
@@ -83,16 +87,23 @@ def cost_figure(curve: pd.DataFrame, break_even: float | None) -> go.Figure:
     return fig
 
 
-def loss_figure(progress: list[dict]) -> go.Figure:
-    """Training and validation loss per step, from a job's progress records."""
+def loss_figure(progress: list[dict], total_steps: int | None = None) -> go.Figure:
+    """Training and validation loss per step, from a job's progress records.
+
+    The step axis spans the whole run (``total_steps``) from the start and the loss axis starts at 0, so a
+    run with one point so far shows that point in place, not alone on a -1…1 axis.
+    """
     steps = [p for p in progress if p.get("train_loss") is not None]
     val = [p for p in progress if p.get("val_loss") is not None]
     fig = go.Figure()
     fig.add_scatter(x=[p["step"] for p in steps], y=[p["train_loss"] for p in steps], name="training loss",
-                    mode="lines", line_color=PALETTE[0])
+                    mode="lines" if len(steps) > 1 else "markers", line_color=PALETTE[0])
     fig.add_scatter(x=[p["step"] for p in val], y=[p["val_loss"] for p in val], name="validation loss",
                     mode="lines+markers", line_color=PALETTE[1])
+    last = max([p["step"] for p in progress if p.get("step") is not None] or [1])
+    highest = max([p["train_loss"] for p in steps] + [p["val_loss"] for p in val] or [1.0])
     fig.update_layout(title="Loss (lower is better)", height=320, xaxis_title="step", yaxis_title="loss",
+                      xaxis_range=[0, max(total_steps or 0, last, 1)], yaxis_range=[0, highest * 1.1],
                       margin=dict(l=10, r=10, t=40, b=10), legend_orientation="h")
     return fig
 
@@ -104,6 +115,39 @@ def per_class_frame(metrics: dict) -> pd.DataFrame:
     rows = [(label, int(m.get("support", 0)), round(m["recall"] * 100, 1), round(m["precision"] * 100, 1),
              round(m["f1"] * 100, 1)) for label, m in (metrics.get("per_class") or {}).items()]
     return pd.DataFrame(rows, columns=columns)
+
+
+def readable_metrics_table(comparison) -> pd.DataFrame:
+    """The comparison's scores, speed and cost as people read them: plain column names with units, scores
+    to 0.1 point. The Compare page and the HTML report show this same table."""
+    from .compare import metric_name
+
+    def known(value) -> bool:
+        return value is not None and value == value
+
+    table = comparison.metrics_table()
+    metric = comparison.metric
+    scale = 1 if metric == "chrf" else 100
+    out = pd.DataFrame({"arm": table["arm"], "kind": table["kind"]})
+    name = f"{metric_name(metric)} (95% interval)"
+    out[name] = [f"{v * scale:.1f} ({lo * 100:.1f}–{hi * 100:.1f})" if known(lo) else f"{v * scale:.1f}"
+                 for v, lo, hi in zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
+    for other in (["accuracy", "macro_f1"] if comparison.task == "classification" else ["exact_match"]):
+        if other != metric:
+            out[metric_name(other) if other != "exact_match" else "exact match"] = (table[other] * 100).round(1)
+    bases = [(r.model or "?").removesuffix(" + adapter") for r in comparison.results]
+    if len(set(bases)) > 1:  # arms of different models may be compared: say which model each one used
+        out.insert(2, "model", bases)
+    out["$ per 1,000 texts"] = table["cost_per_1000_queries"].map(lambda v: f"{v:.4f}")
+    out["computed tokens per text"] = table["computed_tokens_per_query"].map(
+        lambda v: f"{v:,.0f}" if known(v) else "–")
+    out["ms per text, p50 / p95"] = [f"{a:.0f} / {b:.0f}" for a, b in zip(table["latency_ms_p50"],
+                                                                         table["latency_ms_p95"])]
+    out["memory answering (MB)"] = table["peak_memory_mb"].astype(float).round(0).astype("Int64")  # whole units
+    out["training (s)"] = table["train_seconds"].astype(float).round(0).astype("Int64")  # whole units
+    out["training peak memory (MB)"] = table["train_peak_memory_mb"].astype(float).round(0).astype("Int64")  # whole units
+    out["$ per month"] = table["monthly_cost"].map(lambda v: f"{v:,.2f}")
+    return out
 
 
 # -- exports ----------------------------------------------------------------------------------------------
@@ -131,9 +175,14 @@ def html_page(title: str, sections: list[tuple[str, str]]) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #1F2335; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccd; padding: 4px 8px; text-align: left; }}
-th {{ background: #F3F5FB; }} .card {{ background: #F3F5FB; border-left: 4px solid #4B5FD6; padding: 1em; }}
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #1F2335; }}
+table {{ border-collapse: collapse; margin: 1em 0; width: 100%; font-size: 0.9em; }}
+td, th {{ border: 1px solid #ccd; padding: 4px 8px; text-align: left; vertical-align: top; overflow-wrap: break-word; }}
+table.rows td:nth-child(2) {{ overflow-wrap: anywhere; width: 45%; }}
+th {{ background: #F3F5FB; font-weight: 600; }} td.num {{ text-align: right; }}
+.card {{ background: #F3F5FB; border-left: 4px solid #4B5FD6; padding: 1em; }}
+.charts {{ display: flex; flex-wrap: wrap; gap: 1em; }} .charts > div {{ flex: 0 0 auto; }}
+.note {{ color: #5C6B73; font-size: 0.9em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 {body}
@@ -141,13 +190,22 @@ th {{ background: #F3F5FB; }} .card {{ background: #F3F5FB; border-left: 4px sol
 """
 
 
-def figure_html(fig: go.Figure, first: bool) -> str:
-    """A figure as embedded HTML; the first one carries plotly.js so the file works offline."""
-    return fig.to_html(full_html=False, include_plotlyjs="inline" if first else False)
+def figure_html(fig: go.Figure, first: bool, width: int | None = None) -> str:
+    """A figure as embedded HTML with room for its axis labels, ``width`` pixels wide (default: the page's
+    width); the first one carries plotly.js so the file works offline."""
+    fig = go.Figure(fig)  # a copy: the page's figure keeps its own layout
+    margin = fig.layout.margin
+    fig.update_layout(autosize=width is None, width=width,
+                      margin=dict(l=max(margin.l or 0, 60), r=max(margin.r or 0, 20), t=max(margin.t or 0, 50),
+                                  b=max(margin.b or 0, 60)))
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    return fig.to_html(full_html=False, include_plotlyjs="inline" if first else False,
+                       default_width=f"{width}px" if width else "100%", config={"displaylogo": False})
 
 
-def table_html(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, escape=True, border=0)
+def table_html(frame: pd.DataFrame, css_class: str | None = None) -> str:
+    return frame.to_html(index=False, escape=True, border=0, classes=css_class)
 
 
 # -- the comparison report ------------------------------------------------------------------------------
@@ -242,17 +300,25 @@ def write_report(comparison, folder) -> dict[str, str]:
             + "".join(f"<li>{html.escape(r)}</li>" for r in rec.reasons) + "</ul><p>What would change the answer:</p><ul>"
             + "".join(f"<li>{html.escape(w)}</li>" for w in rec.what_would_change) + "</ul></div>")
     figures = comparison_figures(comparison)
-    charts = "".join(figure_html(fig, first=i == 0) for i, fig in enumerate(figures.values()))
+    names = list(figures)
+    main = [n for n in names if not n.startswith("confusion:")]
+    confusions = [n for n in names if n.startswith("confusion:")]
+    charts = "".join(figure_html(figures[n], first=i == 0) for i, n in enumerate(main))
+    wrong = ("<p class='note'>Rows: the true answer; columns: the model's answer; the diagonal holds the rows it "
+             "got right.</p><div class='charts'>" + "".join(
+                 f"<div>{figure_html(figures[n], first=False, width=350)}</div>" for n in confusions) + "</div>")
     tests = "<ul>" + "".join(f"<li>{html.escape(t.sentence())}</li>" for t in comparison.tests) + "</ul>"
-    disagree = disagreements(comparison.results).head(50)
+    disagree = disagreements(comparison.results).head(50).rename(
+        columns={"row": "test row", "text": "text", "expected": "true answer", "right": "right"})
     sections = [
         ("Recommendation", card),
-        ("Scores, speed and cost", table_html(comparison.metrics_table().round(4))),
+        ("Scores, speed and cost on the same test rows", table_html(readable_metrics_table(comparison))),
         ("Is the difference real?", tests),
         ("How the recommendation was decided", decision_rule_html(comparison)),
         ("Charts", charts),
+        *([("Where each arm goes wrong", wrong)] if confusions else []),
         *many_label_sections(comparison),
-        ("Rows where the arms disagree (first 50)", table_html(disagree)),
+        ("Rows where the arms disagree (first 50)", table_html(disagree, "rows")),
         ("Settings", f"<pre>{html.escape(json.dumps({'cost_model': comparison.to_dict()['cost_model'], 'priorities': comparison.to_dict()['priorities']}, indent=2))}</pre>"),
     ]
     title = f"PvF Studio comparison: {comparison.dataset or 'your data'}"
@@ -308,13 +374,17 @@ def version_history_figure(history: pd.DataFrame, metric: str, second: str | Non
     ``history`` is ``compare.prompt_history`` (scores 0-100).
     """
     names, said = list(history["name"]), {"macro_f1": "macro-F1", "chrf": "chrF", "exact_match": "exact match"}
+    measured = bool(history["spread"].notna().any())
     fig = go.Figure()
-    fig.add_scatter(x=names, y=history[metric], name=said.get(metric, metric), mode="lines+markers",
-                    line_color=PALETTE[0], error_y=dict(type="data", array=history["spread"].fillna(0)), marker_size=9)
+    fig.add_scatter(x=names, y=history[metric].round(1), name=said.get(metric, metric), mode="lines+markers",
+                    line_color=PALETTE[0], marker_size=9,
+                    error_y=dict(type="data", array=history["spread"]) if measured else None)
     if second is not None:
         fig.add_scatter(x=names, y=history[second], name=said.get(second, second), mode="lines+markers",
                         line_color=PALETTE[2], line_dash="dot")
-    fig.update_layout(title="Scores of your prompt versions (whiskers: spread over example draws)", height=320,
+    title = "Scores of your prompt versions" + (" (whiskers: spread over example draws, where measured)"
+                                                 if measured else "")
+    fig.update_layout(title=title, height=320,
                       yaxis_title="score (0-100)", yaxis_range=[0, 105], margin=dict(l=10, r=10, t=40, b=10),
                       legend_orientation="h", xaxis_type="category")
     return fig

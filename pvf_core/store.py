@@ -261,7 +261,33 @@ class Store:
             rows = conn.execute(query + " ORDER BY id DESC", args).fetchall()
         return [_run(r) for r in rows]
 
+    def delete_run(self, run_id: int) -> None:
+        """Forget a run (its folder is the caller's to remove; see ``pvf_core.manage``)."""
+        with self.connect() as conn:
+            conn.execute("UPDATE prompt_versions SET run_id = NULL WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    def run_number(self, run: Run) -> int:
+        """The run's number among the runs of its kind on its dataset: 1 for the first fine-tuning run of a dataset."""
+        with self.connect() as conn:
+            row = conn.execute("SELECT COUNT(*) FROM runs WHERE kind = ? AND dataset_id IS ? AND id <= ?",
+                               (run.kind, run.dataset_id, run.id)).fetchone()
+        return int(row[0])
+
     # -- prompt versions ------------------------------------------------------------------------------
+    def rename_prompt_version(self, version_id: int, name: str) -> None:
+        with self.connect() as conn:
+            conn.execute("UPDATE prompt_versions SET name = ? WHERE id = ?", (name, version_id))
+            conn.execute("UPDATE runs SET name = ? WHERE id = (SELECT run_id FROM prompt_versions WHERE id = ?)",
+                         (name, version_id))
+
+    def delete_prompt_version(self, version_id: int) -> int | None:
+        """Forget a prompt version; returns the id of its run (not deleted here), if it had one."""
+        with self.connect() as conn:
+            row = conn.execute("SELECT run_id FROM prompt_versions WHERE id = ?", (version_id,)).fetchone()
+            conn.execute("DELETE FROM prompt_versions WHERE id = ?", (version_id,))
+        return int(row[0]) if row and row[0] is not None else None
+
     def add_prompt_version(self, *, dataset_id: int | None, name: str, spec: dict,
                            run_id: int | None = None) -> int:
         with self.connect() as conn:

@@ -101,9 +101,9 @@ def test_limits_are_told_in_plain_words():
                                                    max_train_rows=256, max_epochs=3, max_train_minutes=10,
                                                    max_jobs=1))
     text = " ".join(lines)
-    for phrase in ("visible only in this browser tab", "deleted 2 hours after your last click",
+    for phrase in ("visible only to you", "deleted 2 hours after your last click",
                    "up to 2 MB and 5,000 rows", "at most 256 training rows and 3 passes", "stops after 10 minutes",
-                   "Only one training runs at a time", "Reloading the page starts a fresh", "ready-made comparison"):
+                   "Only one training runs at a time", "a reload (or this page's address) brings it back", "ready-made comparison"):
         assert phrase in text, phrase
     assert "switched off" in " ".join(demo.describe_limits(demo.DemoSettings(enabled=True, max_jobs=0)))
     assert "45 minutes" in " ".join(demo.describe_limits(demo.DemoSettings(enabled=True, ttl_hours=0.75)))
@@ -465,8 +465,8 @@ OWN_CSV = ("text,label\n" + "".join(f"alpha secret row {i} about {'cats' if i % 
 
 def test_a_new_session_starts_with_the_sample_the_limits_and_the_ready_made_comparison(app):
     at = run(app())
-    assert texts(at.info)[0] == ("**Public demo.** What you upload and run here is visible only in this browser "
-                                 "tab; nobody else sees it. Its limits are listed in the sidebar.")
+    assert texts(at.info)[0] == ("**Public demo.** What you upload and run here is visible only to you; nobody else "
+                                 "sees it. Its limits are listed in the sidebar.")
     sidebar = " ".join(texts(at.sidebar.markdown))
     assert "up to 2 MB and 5,000 rows" in sidebar and "deleted 2 hours after your last click" in sidebar
     assert selected(at).startswith(f"Selected: **{SAMPLE_NAME}**")
@@ -648,3 +648,40 @@ def test_the_deploy_guide_lists_every_demo_setting():
         default = f.default if not isinstance(f.default, bool) else int(f.default)
         row = f"| `{demo.env_name(f.name)}` | `{default:g}` |"
         assert row in guide, row
+
+
+def test_a_reload_keeps_the_visitors_work_and_a_stale_link_starts_afresh(app):
+    alice = upload_and_use(run(app()), "alice_private.csv", OWN_CSV)
+    token = alice.query_params["s"]
+    assert token == alice.session_state["pvf_session_id"]
+    reloaded = app()  # a reload: a new script session, the same URL
+    reloaded.query_params["s"] = token
+    reloaded.query_params["dataset"] = alice.query_params["dataset"]
+    run(reloaded)
+    assert reloaded.session_state["pvf_session_id"] == token
+    assert "alice_private.csv" in selected(reloaded)
+    stale = app()
+    stale.query_params["s"] = "0" * 32  # a well-formed id of no workspace (expired, or made up)
+    run(stale)
+    assert stale.session_state["pvf_session_id"] != "0" * 32 and stale.query_params["s"] != "0" * 32
+    assert any("was deleted" in w for w in texts(stale.warning))
+    assert not demo.session_folder("0" * 32).exists()  # a URL never names a workspace folder
+    assert selected(stale).startswith(f"Selected: **{SAMPLE_NAME}**")
+
+
+def test_a_shared_comparison_link_opens_a_read_only_copy(app):
+    alice = run(app())
+    with use_workspace(session_folder(alice)):
+        (ready,) = Store().list_runs(kind="compare")
+    token = demo.share_comparison(ready.folder)
+    copy = demo.shared_comparison(token)
+    before = (copy / "comparison.json").read_bytes()
+    bob = app()
+    bob.query_params["shared"] = token
+    run(bob)
+    run(bob.switch_page("pages/compare.py"))
+    assert any("read-only copy" in i for i in texts(bob.info))
+    assert any(s.startswith("Recommendation: use") for s in texts(bob.subheader))
+    assert bob.session_state["pvf_session_id"] != alice.session_state["pvf_session_id"]
+    assert (copy / "comparison.json").read_bytes() == before
+    assert demo.shared_comparison("../../etc") is None and demo.shared_comparison("f" * 32) is None

@@ -9,7 +9,7 @@ import streamlit as st
 
 from pvf_core.compare import (CAUTION, Comparison, CostModel, Priorities, disagreements, inference_memory, latency,
                               latency_label, metric_name, p_text)
-from pvf_core.report import comparison_figures, decision_rule_lines, write_report
+from pvf_core.report import comparison_figures, decision_rule_lines, readable_metrics_table, write_report
 from ui import label_views
 from ui.settings_form import settings_widgets
 from ui.settings_help import label, tip
@@ -113,29 +113,7 @@ def _decision_widgets(comparison: Comparison) -> Priorities:
 
 
 def _readable_table(comparison: Comparison) -> pd.DataFrame:
-    table = comparison.metrics_table()
-    metric = comparison.metric
-    scale = 1 if metric == "chrf" else 100
-    out = pd.DataFrame({"arm": table["arm"], "kind": table["kind"]})
-    name = f"{metric_name(metric)} (95% interval)"
-    out[name] = [f"{v * scale:.1f} ({lo * 100:.1f}–{hi * 100:.1f})" if _known(lo) else f"{v * scale:.1f}"
-                 for v, lo, hi in zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
-    for other in (["accuracy", "macro_f1"] if comparison.task == "classification" else ["exact_match"]):
-        if other != metric:
-            out[metric_name(other) if other != "exact_match" else "exact match"] = (table[other] * 100).round(1)
-    bases = [base_model(r.model) for r in comparison.results]
-    if len(set(bases)) > 1:  # arms of different models may be compared: say which model each one used
-        out.insert(2, "model", bases)
-    out["$ per 1,000 texts"] = table["cost_per_1000_queries"].map(lambda v: f"{v:.4f}")
-    out["computed tokens per text"] = table["computed_tokens_per_query"].map(
-        lambda v: f"{v:,.0f}" if _known(v) else "–")
-    out["ms per text, p50 / p95"] = [f"{a:.0f} / {b:.0f}" for a, b in zip(table["latency_ms_p50"],
-                                                                         table["latency_ms_p95"])]
-    out["memory answering (MB)"] = table["peak_memory_mb"].round(0)
-    out["training (s)"] = table["train_seconds"].round(0)
-    out["training peak memory (MB)"] = table["train_peak_memory_mb"].round(0)
-    out["$ per month"] = table["monthly_cost"].map(lambda v: f"{v:,.2f}")
-    return out
+    return readable_metrics_table(comparison)  # the same table the HTML report shows
 
 
 def _table_notes(comparison: Comparison) -> list[str]:

@@ -7,19 +7,14 @@ from pathlib import Path
 import streamlit as st
 
 from pvf_core.errors import PvfError
-from pvf_core.finetune import CARD_FILE, FinetuneRun, merge_run, result_warnings, zip_run
+from pvf_core.export import export_finetune_run, hub_id, zip_export
+from pvf_core.finetune import CARD_FILE, FinetuneRun, merge_run, result_warnings
 from pvf_core.report import confusion_figure, per_class_frame
 from pvf_core.store import Run
 from ui import label_views
 from ui.job_view import duration
+from ui.prompt_results import PER_CLASS_HELP  # one vocabulary for per-answer scores
 
-PER_CLASS_HELP = {
-    "found %": st.column_config.NumberColumn(help="Of the test rows with this answer, the share it got right "
-                                             "(recall)."),
-    "right when said %": st.column_config.NumberColumn(help="Of the test rows it gave this answer, the share "
-                                                       "that were right (precision)."),
-    "F1 %": st.column_config.NumberColumn(help="Both of the above in one number (their harmonic mean)."),
-}
 
 
 def show(run: Run, *, key: str, allow_merge: bool = True) -> None:
@@ -68,11 +63,13 @@ def _take_away(run: Run, trained: FinetuneRun, folder: Path, key: str, allow_mer
     st.subheader("Take it with you")
     left, right = st.columns(2)
     with left:
-        st.download_button("Download the adapter (.zip)", lambda: zip_run(folder).read_bytes(),
+        st.download_button("Download the adapter (.zip)", lambda: zip_export(export_finetune_run(folder)),
                            f"pvf-adapter-run{run.id}.zip", "application/zip", key=f"{key}_download", type="primary",
                            on_click="ignore", icon=":material/download:")
-        st.caption(f"The LoRA adapter ({trained.training.get('adapter_mb', '?')} MB), run.json and the model card "
-                   f"README.md. It works with the base model `{trained.model}` and the prompt it was trained with.")
+        st.caption(f"The LoRA adapter ({trained.training.get('adapter_mb', '?')} MB) for the base model "
+                   f"`{hub_id(trained.model)}`, the prompt it was trained with (prompt.txt, prompt.json), its "
+                   "calibration, the model card and predict.py: it runs with plain torch, transformers and peft "
+                   "(`python predict.py INPUT.csv OUTPUT.csv`).")
     with right:
         merged = folder / "merged"
         if st.button("Merge into a standalone model", key=f"{key}_merge", disabled=not allow_merge,

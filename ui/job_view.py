@@ -36,13 +36,15 @@ def duration(seconds: float | None) -> str:
 
 
 def follow(run_id: int, *, key: str, loss_chart: bool = True, cancel_label: str = "Cancel training",
-           done_text: str = "Finished: trained and scored on the test rows.") -> jobs.JobStatus:
+           done_text: str = "Finished: trained and scored on the test rows.",
+           started: float | None = None) -> jobs.JobStatus:
     """Draw the job's progress (live while it runs); its status as it was when the page ran.
 
-    ``key`` prefixes the widget keys (the cancel button is ``f"{key}_cancel_{run_id}"``).
+    ``key`` prefixes the widget keys (the cancel button is ``f"{key}_cancel_{run_id}"``); ``started`` (a
+    timestamp) shows as "started 3 min ago", kept up to date while the job runs.
     """
     status = jobs.job_status(run_id)
-    words = {"cancel_label": cancel_label, "done_text": done_text}
+    words = {"cancel_label": cancel_label, "done_text": done_text, "started": started}
     if status.active:
         _live(run_id, key, loss_chart, words)
     else:
@@ -61,6 +63,8 @@ def _live(run_id: int, key: str, loss_chart: bool, words: dict) -> None:
 def _draw(status: jobs.JobStatus, key: str, loss_chart: bool, words: dict) -> None:
     events = jobs.read_progress(status.run_id)
     steps = [e for e in events if e.get("event") == "progress"]
+    if words.get("started"):
+        st.caption(f"Started {ago(words['started'])}.")
     if status.status == "queued":
         ahead = (status.queue_position or 1) - 1
         st.info("Waiting for the run before it to finish: one training runs at a time"
@@ -89,7 +93,7 @@ def _draw(status: jobs.JobStatus, key: str, loss_chart: bool, words: dict) -> No
         elif warning.get("code") == "early_stopping":
             st.info(warning["message"], icon="🛑")
     if loss_chart and any(e.get("train_loss") is not None or e.get("val_loss") is not None for e in steps):
-        st.plotly_chart(loss_figure(steps), key=f"{key}_loss_{status.run_id}")
+        st.plotly_chart(loss_figure(steps, total_steps=status.total_steps or None), key=f"{key}_loss_{status.run_id}")
         st.caption(LOSS_HELP)
     for warning in status.warnings:  # what the data check said when the run started
         if warning.get("code") not in ("overfitting", "early_stopping"):
@@ -113,6 +117,8 @@ def _progress(status: jobs.JobStatus, steps: list[dict]) -> tuple[float, str]:
         text = f"{status.percent:.0f}% · step {status.step} of {status.total_steps}"
     if status.eta_seconds:
         text += f" · about {duration(status.eta_seconds)} left"
+    elif status.status == "running" and not steps[-1].get("message"):
+        text += " · measuring the speed; the time left shows after a few steps"
     return min(status.percent / 100, 1.0), text
 
 

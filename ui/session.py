@@ -5,10 +5,12 @@
               ready-made comparison, and shows the demo's limits
     guard()   around the page: a PvfError, a full disk or a lack of memory becomes a plain message
 
-Session state: ``pvf_session_id`` (demo mode only) is a random id that names the session's workspace
-folder. It lives in the server's memory for this browser tab and never in the URL, so sharing a link never
-shares data; a reload starts a new, empty session. Outside demo mode ``enter()`` does nothing and every
-session shares ``$PVF_HOME``, as before.
+Session state: ``pvf_session_id`` (demo mode only) is a random id (128 bits) that names the session's
+workspace folder. It is also kept in the URL (``?s=``), so a reload finds the visitor's work again until
+the workspace's time to live ends; an unknown or expired id in a URL starts a fresh workspace (never one
+named by the URL). To show someone a comparison, the Compare page's "Share" makes a read-only copy with a
+link of its own (``?shared=``), which never opens the visitor's workspace. Outside demo mode ``enter()``
+does nothing and every session shares ``$PVF_HOME``, as before.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pvf_core.errors import PvfError
 from ui import state
 
 SESSION_KEY = "pvf_session_id"
+URL_KEY = "s"  # the session id in the URL: a reload keeps the visitor's work
 COMPARISON_KEY = "comparison_id"  # the Compare page opens this run; a new demo session opens the ready-made one
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -46,10 +49,19 @@ def enter() -> None:
     session_id = st.session_state.get(SESSION_KEY)
     if session_id is not None and not demo.SESSION_ID.fullmatch(str(session_id)):
         session_id = None  # never a path from anywhere else
+    from_url = st.query_params.get(URL_KEY)
+    link_expired = False
+    if session_id is None and from_url:  # a reload (or a bookmark): the visitor's workspace, while it lives
+        if demo.SESSION_ID.fullmatch(str(from_url)) and demo.session_known(from_url):
+            session_id = st.session_state[SESSION_KEY] = str(from_url)
+        else:
+            link_expired = True
     fresh = session_id is None
-    expired = not fresh and not demo.session_known(session_id)
+    expired = link_expired or (not fresh and not demo.session_known(session_id))
     if fresh:
         session_id = st.session_state[SESSION_KEY] = demo.new_session_id()
+    if st.query_params.get(URL_KEY) != session_id:
+        st.query_params[URL_KEY] = session_id  # page switches drop query parameters: put it back
     folder = demo.session_workspace(session_id)
     store.set_session_workspace(folder)
     if fresh or expired:
@@ -106,6 +118,9 @@ def _banner(settings: demo.DemoSettings, expired: bool) -> None:
         st.warning(f"Your demo workspace was unused for more than {settings.ttl_hours:g} hours and was deleted; "
                    "this is a fresh one with the sample data.")
     st.info(f"**Public demo.** {lines[0]} Its limits are listed in the sidebar.", icon="🔒")
+    with st.sidebar:
+        st.caption("This page's address keeps your work across a reload: keep it to yourself. To show someone "
+                   "a comparison, use “Share a read-only copy” on the Compare page.")
     with st.sidebar:
         st.markdown("**About this public demo**\n\n" + "\n".join(f"- {line}" for line in lines))
 

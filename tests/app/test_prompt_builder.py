@@ -102,10 +102,12 @@ def test_zero_shot_then_two_shot_versions(builder, sample):
     assert at.selectbox(key="pb_show_version").value == versions[1].id  # the new version is shown
     assert metrics(at)["Accuracy"] == f"{versions[1].metrics['accuracy']:.1%}"
     assert at.tabs[3].label == "All versions (2)"
-    assert "Scores of your prompt versions (whiskers: spread over example draws)" in plotly_titles(at)
+    assert "Scores of your prompt versions" in plotly_titles(at)  # no whiskers promised: no spread was measured
     assert "Which answers the model gives" in plotly_titles(at)
-    history = frame_with(at, "± over draws")
+    history = frame_with(at, "prompt tokens per row")
+    assert "± over draws" not in history.columns  # the column shows once a spread was measured
     assert list(history["name"]) == [v.name for v in versions]
+    assert list(history["accuracy (%)"]) == [round(v.metrics["accuracy"] * 100, 1) for v in versions]
     assert any(plain("Examples (shots): 0 → 2") in m for m in texts(at.markdown))  # the diff of the two versions
     side = frame_with(at, "before")
     assert side.loc["accuracy (%)", "before"] == pytest.approx(versions[0].metrics["accuracy"] * 100)
@@ -181,6 +183,7 @@ def test_rerun_with_other_example_draws_shows_the_spread(builder, sample):
                             f"{variance['std'] * 100:.1f}**") for m in texts(at.markdown))
     history = frame_with(at, "± over draws")
     assert history["± over draws"].iloc[0] == f"± {variance['std'] * 100:.1f}"
+    assert "Scores of your prompt versions (whiskers: spread over example draws, where measured)" in plotly_titles(at)
 
 
 def test_the_form_survives_a_page_switch(builder):

@@ -50,9 +50,9 @@ def app_url(tmp_path_factory, tiny_model_dir):
     log_path = home / "streamlit.log"
     port = free_port()
     env = {**os.environ, "PVF_HOME": str(home), "PVF_MODEL": str(tiny_model_dir), "PVF_THREADS": "1"}
+    # Started as `make run` starts it (the rest of its settings come from .streamlit/config.toml).
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+               "--server.address", "127.0.0.1"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)  # its own process group, killed as one below

@@ -35,7 +35,7 @@ def demo_server(tmp_path_factory):
            "HF_TOKEN": FAKE_TOKEN}
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+               "--browser.gatherUsageStats", "false"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
@@ -77,6 +77,10 @@ def test_two_visitors_each_get_a_private_demo(demo_server, browser, tmp_path):
     seconds_to_comparison = time.monotonic() - started
     assert seconds_to_comparison < 60, seconds_to_comparison
     page.screenshot(path=str(tmp_path / "demo-compare.png"), full_page=True)
+    # To show Bob the comparison she shares a read-only copy; its link opens that copy, not her workspace.
+    page.get_by_role("button", name="Share a read-only copy").click()
+    shared_link = page.get_by_test_id("stCode").last.inner_text(timeout=WAIT).strip()
+    assert "/compare?shared=" in shared_link and "&" not in shared_link
 
     # Alice brings her own data.
     nav(page, "Home")
@@ -86,13 +90,21 @@ def test_two_visitors_each_get_a_private_demo(demo_server, browser, tmp_path):
     page.get_by_role("button", name="Use this dataset").click()
     expect(page.get_by_text("Selected:", exact=False)).to_contain_text("alice_private.csv", timeout=WAIT)
     alice_url = page.url
-    assert "dataset=2" in alice_url
+    assert "dataset=2" in alice_url and "s=" in alice_url
 
-    # Bob opens the very link Alice would share, and sees only his own (sample) data.
+    # A reload keeps her work (the session id in the address), until its time to live ends.
+    page.reload()
+    expect(page.get_by_text("Selected:", exact=False)).to_contain_text("alice_private.csv", timeout=WAIT)
+
+    # Bob opens the shared link, then Alice's page address with its session id taken out: only his own data.
     bob = browser.new_context(viewport={"width": 1300, "height": 1000})
     bob.set_default_timeout(60_000)
     other = bob.new_page()
-    other.goto(alice_url)
+    other.goto(shared_link)
+    expect(other.get_by_text("A comparison someone shared with you", exact=False)).to_be_visible(timeout=WAIT)
+    expect(other.get_by_text("Recommendation: use", exact=False)).to_be_visible(timeout=WAIT)
+    assert "alice" not in other.content()
+    other.goto(re.sub(r"([?&])s=[0-9a-f]+&?", r"\1", alice_url))
     expect(other.get_by_text("Selected:", exact=False)).to_contain_text("support_tickets_sample.csv", timeout=WAIT)
     other.get_by_text("A dataset you used before", exact=True).click()
     other.locator("[data-testid=stSelectbox]", has_text="Dataset").click(timeout=WAIT)  # after the rerun
@@ -105,10 +117,11 @@ def test_two_visitors_each_get_a_private_demo(demo_server, browser, tmp_path):
         other.wait_for_timeout(500)
         assert "alice" not in other.content(), title
 
-    # Two sessions, two workspaces, nothing in the shared one but the model cache and the session folders.
+    # One workspace per session; in the shared folder only the model cache, the sessions and the shared copy.
+    # (Bob's two page loads without a session id in the address were two fresh sessions.)
     sessions = sorted(p.name for p in (home / "sessions").iterdir())
-    assert len(sessions) == 2
-    assert sorted(p.name for p in home.iterdir() if p.name != "models") == ["sessions"]
+    assert len(sessions) == 3
+    assert sorted(p.name for p in home.iterdir() if p.name != "models") == ["sessions", "shared"]
     bob.close()
     alice.close()
     log = log_path.read_text(errors="replace")
@@ -148,7 +161,7 @@ def test_fragments_rerun_in_the_sessions_workspace(browser, tmp_path):
     with open(tmp_path / "log", "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
                                     "--server.address", "127.0.0.1", "--server.headless", "true",
-                                    "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                                    "--browser.gatherUsageStats", "false"],
                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
