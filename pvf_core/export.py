@@ -198,7 +198,7 @@ def export_arm(folder: str | Path, arm: Any, result: Any, *, train: pd.DataFrame
     given). ``folder`` may be the adapter's own folder: the adapter then stays where it is and only its
     config's base model name changes.
     """
-    from .models import best_dtype, context_length_of, load_tokenizer
+    from .models import context_length_of, load_tokenizer, scoring_dtype
     from .prompting import PromptSpec
 
     folder = Path(folder)
@@ -209,7 +209,7 @@ def export_arm(folder: str | Path, arm: Any, result: Any, *, train: pd.DataFrame
         dtype = dtype or str(loaded.dtype).replace("torch.", "")
     else:
         tokenizer, context = _tokenizer(arm.model, load_tokenizer), context_length_of(arm.model)
-        dtype = dtype or str(best_dtype()).replace("torch.", "")
+        dtype = dtype or str(scoring_dtype()).replace("torch.", "")  # what the harness answered in
     base = hub_id(arm.model)
     data = prompt_data(spec, tokenizer, context_length=context, train=train, base_model=base, dtype=dtype)
     if text_column:
