@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench_prompt import matmul_peak  # noqa: E402  (this folder is on sys.path when run as a script)
 
 TOPICS = ["card", "transfer", "cash", "account", "loan", "pin", "fee", "refund", "top_up", "exchange_rate",
           "payment", "balance", "statement", "address", "phone", "password", "deposit", "wallet", "atm",
@@ -73,20 +74,6 @@ def messages(labels: list[str], rows: int, seed: int) -> list[str]:
         topic, action = labels[int(rng.integers(len(labels)))].replace("_", " ").rsplit(" ", 1)
         texts.append(f"{OPENERS[i % len(OPENERS)]} my {topic} {action} {DETAILS[(i * 7) % len(DETAILS)]}.")
     return texts
-
-
-def matmul_peak(dtype, size: int = 2048, repeats: int = 7) -> float:
-    """FLOP/s of a square matmul in ``dtype``: the median of a few runs (the machine is shared)."""
-    import torch
-
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - started)
-    return 2 * size**3 / statistics.median(times)
 
 
 def measure(loaded, labels: list[str], texts: list[str], rounds: int) -> dict:
