@@ -16,6 +16,7 @@ from pvf_core.finetune import (DEFAULT_PRESET, PRESETS, LoraSettings, cap_rows, 
 from pvf_core.store import Store
 from ui import finetune_result, job_view, resources, settings_form, state
 from ui.dataset import require_dataset
+from ui.rename_delete import rename_delete
 
 LEVEL_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
 STATUS_WORDS = {"done": "finished", "running": "training", "queued": "waiting", "failed": "failed",
@@ -75,21 +76,16 @@ if runs:
         if right.button("Open", key="ftw_open", use_container_width=True):
             state.open_run(pick.id)
             st.rerun()
-        left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
-        new_name = left.text_input("Name of this run", value=pick.name, key=f"ftw_name_{pick.id}", max_chars=80)
-        if middle.button("Rename", key="ftw_rename", use_container_width=True):
-            try:
-                manage.rename_run(store, pick.id, new_name)
-            except PvfError as error:
-                st.error(error.message)
-            else:
-                st.rerun()
-        if right.button("Delete", key="ftw_delete", use_container_width=True, disabled=pick.status in ("running", "queued"),
-                        help="Deletes the run with its adapter and logs. It cannot be undone; cancel a running one first."):
-            manage.delete_run(store, pick.id)
-            if opened == pick.id:
+        def delete_run(run_id: int = pick.id) -> None:
+            manage.delete_run(store, run_id)
+            if opened == run_id:
                 state.open_run(None)
-            st.rerun()
+
+        rename_delete("ftw", pick.id, pick.name, label="Name of this run",
+                      rename=lambda name, run_id=pick.id: manage.rename_run(store, run_id, name), delete=delete_run,
+                      can_delete=pick.status not in ("running", "queued"),
+                      delete_help="Deletes the run with its adapter and logs. It cannot be undone; cancel a running "
+                                  "one first.")
 
 setup = st.container() if opened is None else st.expander("Start another run: data, settings and estimate")
 with setup:

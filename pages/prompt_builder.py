@@ -21,6 +21,7 @@ from pvf_core.samples import SAMPLE_PROMPTS, is_sample_task
 from pvf_core.store import Store
 from ui import prompt_form, prompt_results, resources, state
 from ui.dataset import require_dataset
+from ui.rename_delete import rename_delete
 from ui.progress import ProgressBar
 from ui.settings_help import tip
 
@@ -169,20 +170,14 @@ left.caption(f"{version_spec.name()} · calibration: {prompt_results.calibration
 right.button("Edit this version", key="pb_edit", on_click=prompt_form.apply, args=(version_spec, dataset),
              use_container_width=True, help="Loads this version into the form above.")
 with st.expander("Rename or delete this version"):
-    left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
-    new_name = left.text_input("Name", value=version.name, key=f"pb_name_{version.id}", max_chars=80)
-    if middle.button("Rename", key="pb_rename", use_container_width=True):
-        try:
-            manage.rename_version(store, version.id, new_name)
-        except PvfError as error:
-            st.error(error.message)
-        else:
-            st.rerun()
-    if right.button("Delete", key="pb_delete", use_container_width=True,
-                    help="Deletes this version, its kept answers and its export. It cannot be undone."):
-        manage.delete_version(store, version.id)
+    def delete_version(version_id: int = version.id) -> None:
+        manage.delete_version(store, version_id)
         st.session_state.pop("pb_show_version", None)
-        st.rerun()
+
+    rename_delete("pb", version.id, version.name, label="Name",
+                  rename=lambda name, version_id=version.id: manage.rename_version(store, version_id, name),
+                  delete=delete_version,
+                  delete_help="Deletes this version, its kept answers and its export. It cannot be undone.")
 result = kept_result(run.folder) if run.folder else None
 
 answers_tab, rows_tab, sure_tab, history_tab, compare_tab = st.tabs(
