@@ -230,7 +230,7 @@ def _evaluate_loaded(arm: Arm, loaded: Any, test: pd.DataFrame, *, task: str, la
                      train: pd.DataFrame | None, on_progress: Progress | None,
                      should_stop: Callable[[], bool] | None, started: float,
                      calibration_rows: pd.DataFrame | None = None,
-                     calibration: Calibration | None = None) -> EvalResult:
+                     calibration: Calibration | None = None, latency_rows: int = LATENCY_ROWS) -> EvalResult:
     if len(test) == 0:
         raise SettingsError("There are no test rows to evaluate.")
     spec = _resolve_labels(arm.prompt, task, labels, test, train)
@@ -248,11 +248,11 @@ def _evaluate_loaded(arm: Arm, loaded: Any, test: pd.DataFrame, *, task: str, la
         answers = [renderer.answer_ids(label) for label in spec.labels]
         scores = score_labels(loaded, prompts, answers, on_batch=clock, should_stop=should_stop)
         outcome = _classify(spec, scores, calibration, references, answers)
-        timed = _one_at_a_time(loaded, prompts, should_stop, answers=answers)
+        timed = _one_at_a_time(loaded, prompts, latency_rows, should_stop, answers=answers)
         alone = [spec.labels[int(i)] for i in calibration.apply(np.array(timed[0])).argmax(axis=1)] if timed[0] else []
     else:
         outcome = _generate(spec, loaded, renderer, prompts, texts, references, clock, should_stop)
-        timed = _one_at_a_time(loaded, prompts, should_stop, max_new_tokens=outcome["limits"],
+        timed = _one_at_a_time(loaded, prompts, latency_rows, should_stop, max_new_tokens=outcome["limits"],
                                stop_ids=renderer.stop_ids(), stop_at_newline=spec.stop_at_newline)
         alone = timed[0]
     eval_seconds = time.perf_counter() - eval_started
@@ -361,11 +361,11 @@ def _classify(spec: PromptSpec, scores: np.ndarray, calibration: Calibration, re
             "raw_label_scores": as_dicts(raw), "answer_tokens_per_row": answer_trie(answers).fed}
 
 
-def _one_at_a_time(loaded: Any, prompts: list[list[int]], should_stop: Callable[[], bool] | None,
+def _one_at_a_time(loaded: Any, prompts: list[list[int]], rows: int, should_stop: Callable[[], bool] | None,
                    **how: Any) -> tuple[list, list[float]]:
-    """The first ``LATENCY_ROWS`` rows answered one query at a time (after the shared prefix's cache, as a
-    deployed arm keeps it): their answers, to check against the batch, and each query's milliseconds."""
-    rows = range(min(LATENCY_ROWS, len(prompts)))
+    """The first ``rows`` rows answered one query at a time (after the shared prefix's cache, as a deployed
+    arm keeps it): their answers, to check against the batch, and each query's milliseconds."""
+    rows = range(min(rows, len(prompts)))
     return one_query_at_a_time(loaded, prompts, rows, should_stop=should_stop, **how)
 
 
@@ -473,7 +473,8 @@ def evaluate_seeds(arm: Arm, test: pd.DataFrame, *, task: str, labels: list[str]
                    should_stop: Callable[[], bool] | None = None) -> dict:
     """Rerun the arm with several example draws (seeds): mean, spread and each run.
 
-    Zero-shot, 'similar' and hand-picked prompts do not depend on the seed, so they run once.
+    Zero-shot, 'similar' and hand-picked prompts do not depend on the seed, so they run once. Only the scores'
+    spread is wanted here, so no rows are timed one query at a time.
     """
     model = load_arm_model(arm, loaded)
     depends = arm.prompt.n_examples > 0 and arm.prompt.selection in ("random", "balanced")
@@ -489,7 +490,7 @@ def evaluate_seeds(arm: Arm, test: pd.DataFrame, *, task: str, labels: list[str]
 
         results.append(_evaluate_loaded(seeded, model, test, task=task, labels=labels, train=train,
                                         on_progress=progress, should_stop=should_stop, started=time.perf_counter(),
-                                        calibration_rows=calibration_rows))
+                                        calibration_rows=calibration_rows, latency_rows=0))
     values = np.array([r.metrics[key] for r in results], dtype=float)
     summary = {"metric": key, "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1
                else 0.0, "min": float(values.min()), "max": float(values.max()),

@@ -209,6 +209,7 @@ def test_evaluate_seeds_reports_mean_and_spread(tiny_model):
     summary = evaluate_seeds(arm, test, task="classification", train=train, loaded=tiny_model, seeds=[0, 1, 2])
     assert [s["seed"] for s in summary["per_seed"]] == [0, 1, 2]
     assert summary["min"] <= summary["mean"] <= summary["max"] and summary["std"] >= 0
+    assert all(r.latencies_ms == [] for r in summary["results"])  # the spread needs no single-query timing
     zero = evaluate_seeds(Arm("0", PromptSpec()), test, task="classification", loaded=tiny_model, seeds=[0, 1])
     assert len(zero["per_seed"]) == 1 and "note" in zero
 
