@@ -268,3 +268,13 @@ def test_crossover_is_stated_with_its_uncertainty():
     assert "between 16 and 64" in found["sentence"] and "uncertain" in found["sentence"]
     clear = crossover_summary(curve[curve["rows"] != 64])
     assert clear["rows"] == 256 and clear["clear"]
+
+
+def test_an_adapter_arm_runs_on_its_base_model_whatever_its_folder_is_called():
+    from types import SimpleNamespace
+
+    from pvf_core.compare.costs import base_model
+
+    wizard_run = SimpleNamespace(model="SmolLM2 + 12", base_model="")  # a wizard run's folder is its run number
+    assert base_model(wizard_run) == "SmolLM2"
+    assert base_model(SimpleNamespace(model="SmolLM2 + 12", base_model="bundled")) == "bundled"

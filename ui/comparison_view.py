@@ -7,9 +7,25 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pvf_core.compare import (CAUTION, Comparison, CostModel, Priorities, disagreements, inference_memory, latency,
-                              latency_label, metric_name, p_text)
-from pvf_core.report import comparison_figures, decision_rule_lines, readable_metrics_table, write_report
+from pvf_core.compare import (
+    CAUTION,
+    Comparison,
+    CostModel,
+    Priorities,
+    disagreements,
+    inference_memory,
+    latency,
+    latency_label,
+    metric_name,
+    p_text,
+)
+from pvf_core.compare.costs import base_model
+from pvf_core.report import (
+    comparison_figures,
+    decision_rule_lines,
+    readable_metrics_table,
+    write_report,
+)
 from ui import label_views
 from ui.settings_form import settings_widgets
 from ui.settings_help import label, tip
@@ -43,7 +59,7 @@ def show(comparison: Comparison, folder: Path) -> None:
 
     figures = comparison_figures(comparison)
     st.subheader("Scores, cost and speed on the same test rows")
-    models = sorted({base_model(r.model) for r in comparison.results})
+    models = sorted({base_model(r) for r in comparison.results})  # an adapter runs on its base model
     if len(models) > 1:
         st.info(f"These arms use different models ({', '.join(models)}): a difference in scores is also a "
                 "difference in model size and cost, not only in prompting or fine-tuning.")
@@ -168,8 +184,3 @@ def _exports(comparison: Comparison, folder: Path) -> None:
                            on_click="ignore")
     right.download_button("Everything (JSON)", export("json"), "pvf-comparison.json", "application/json",
                           key="cmp_dl_json", on_click="ignore")
-
-
-def base_model(model: str) -> str:
-    """The base model an arm used (its label without the adapter suffix)."""
-    return (model or "?").removesuffix(" + adapter")

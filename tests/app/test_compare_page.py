@@ -44,6 +44,7 @@ def test_standard_comparison_end_to_end(app):
     assert at.query_params.get("comparison") == [str(compare_runs[0].id)] or \
         at.query_params.get("comparison") == str(compare_runs[0].id)
     assert len(at.dataframe) >= 2  # the metrics table and the disagreement explorer
+    assert not any("different models" in i.value for i in at.info)  # the LoRA arm runs on the prompts' model
     labels = [b.label for b in at.get("download_button")]
     assert {"Report (HTML)", "Predictions (CSV)", "Everything (JSON)"} <= set(labels)
     # changing priorities re-weights without rerunning any model
