@@ -209,3 +209,25 @@ def test_cli_search_never_reads_a_test_label(tmp_path, tiny_model_dir):
     assert {"candidates", "evaluated", "budget_seconds", "validation_score", "spec"} <= set(a["search"])
     assert a["search"]["spec"] == b["search"]["spec"]  # the chosen prompt ignores the test labels
     assert pred_a["prediction"].tolist() == pred_b["prediction"].tolist()  # so does every prediction
+
+
+def test_compare_search_adds_the_best_prompt_found_arm(tmp_path, tiny_model_dir):
+    from pvf_core.compare import Comparison
+
+    toy_reviews(90, seed=1).to_csv(tmp_path / "train.csv", index=False)
+    toy_reviews(20, seed=2).to_csv(tmp_path / "test.csv", index=False)
+    result = invoke("compare", "--train", tmp_path / "train.csv", "--test", tmp_path / "test.csv", "--shots", "4",
+                    "--search", "--max-candidates", 3, "--epochs", 1, "--model", tiny_model_dir,
+                    "--output", tmp_path / "cmp", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    names = [a["arm"] for a in data["arms"]]
+    assert names == ["4-shot balanced", "best prompt found", "LoRA r=8"]
+    searched = data["arms"][1]
+    assert searched["search"]["selected_on"] == "validation" and searched["search"]["candidates"] == 3
+    assert {"candidates", "evaluated", "budget_seconds", "validation_score", "spec"} <= set(searched["search"])
+    assert searched["n_test"] == data["arms"][0]["n_test"] == 20  # the same test rows as every arm
+    assert data["arms"][0].get("search") is None
+    reopened = Comparison.load(tmp_path / "cmp")
+    assert reopened.arms[1].search["spec"] == searched["search"]["spec"]
+    assert len(data["significance"]) == 3  # the searched arm is tested against the others like any arm

@@ -279,17 +279,20 @@ def _unique_name(name: str, taken: Sequence[str]) -> str:
 
 def start_comparison(dataset: Any, *, model: str = "bundled", shots: Sequence[int] = (0, 4),
                      max_train: int | None = None, limit: int | None = None, learning_curve: bool = False,
-                     instruction: str = "", seed: int = 0, epochs: float | None = None, store: Any = None) -> int:
+                     instruction: str = "", seed: int = 0, epochs: float | None = None, store: Any = None,
+                     search_seconds: float | None = None) -> int:
     """Queue the standard comparison of a registered dataset as a background job; its run id.
 
-    ``epochs`` overrides the Balanced preset's passes (the public demo caps them).
+    ``epochs`` overrides the Balanced preset's passes (the public demo caps them); ``search_seconds`` adds
+    the "best prompt found" arm, searched within that many seconds.
     """
     from ..jobs import run_folder, submit, write_splits
     from ..store import Store
 
     store = store or Store()
     settings = {"shots": list(shots), "max_train": max_train, "limit": limit, "learning_curve": learning_curve,
-                "model": model, "seed": seed, "instruction": instruction, "epochs": epochs}
+                "model": model, "seed": seed, "instruction": instruction, "epochs": epochs,
+                "search_seconds": search_seconds}
     run_id = store.add_run("compare", dataset_id=dataset.id, name=f"standard comparison of {dataset.name}",
                            settings=settings, status="created")
     folder = run_folder(run_id)
@@ -305,4 +308,6 @@ def start_comparison(dataset: Any, *, model: str = "bundled", shots: Sequence[in
         args += ["--epochs", str(float(epochs))]
     if instruction:
         args += ["--instruction", instruction]
+    if search_seconds:
+        args += ["--search", "--budget-seconds", str(float(search_seconds))]
     return submit(args, kind="compare", run_id=run_id, store=store)
