@@ -256,7 +256,8 @@ def _distinct(candidates: list[Candidate]) -> list[Candidate]:
     seen, kept = set(), []
     for candidate in candidates:
         spec = candidate.spec
-        key = (spec.instruction, tuple(sorted(spec.verbalizers.items())), spec.shots, spec.selection if spec.shots else "",
+        key = (spec.instruction, tuple(sorted(spec.verbalizers.items())), spec.shots,
+               spec.selection if spec.shots else "",
                spec.example_style if spec.shots else "", tuple(spec.example_ids))
         if key not in seen:
             seen.add(key)
@@ -619,3 +620,18 @@ def _warnings(judge: _Judge, planned: list[Candidate], ranking: list[int], rows:
                              "may do as well on new rows.", "numbers": {"lead": round(lead, 4), "rows": rows,
                                                                        "noise": round(noise, 4)}})
     return warnings
+
+
+def found_lines(search: dict, test_score: float | None) -> list[str]:
+    """How a searched arm was found, in plain lines (the Compare page and the report say the same)."""
+    scale, unit = (1.0, "") if search.get("metric") == "chrf" else (100.0, "%")
+    name = {"accuracy": "accuracy", "macro_f1": "macro-F1", "chrf": "chrF"}.get(search.get("metric"), "score")
+    spec = PromptSpec.from_dict(search["spec"])
+    lines = [f"{search['evaluated']} of {search['candidates']} planned prompts were tried in {search['seconds']:.0f} s "
+             f"(budget {search['budget_seconds']:.0f} s), chosen on validation rows, never on the test rows.",
+             f"The winner ({spec.name()}, calibration {spec.calibration}) scored {name} "
+             f"{search['validation_score'] * scale:.1f}{unit} on {search['rows']} validation rows"
+             + (f" and {test_score * scale:.1f}{unit} on the test rows." if test_score is not None else ".")]
+    lines += [line for line in search.get("explanation", []) if not line.startswith("On the same")]
+    lines += [w["message"] for w in search.get("warnings", [])]
+    return lines

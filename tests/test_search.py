@@ -231,3 +231,5 @@ def test_compare_search_adds_the_best_prompt_found_arm(tmp_path, tiny_model_dir)
     reopened = Comparison.load(tmp_path / "cmp")
     assert reopened.arms[1].search["spec"] == searched["search"]["spec"]
     assert len(data["significance"]) == 3  # the searched arm is tested against the others like any arm
+    report = (tmp_path / "cmp" / "report.html").read_text()
+    assert "How \u201cbest prompt found\u201d was found" in report and "never on the test rows" in report

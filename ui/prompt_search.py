@@ -40,7 +40,8 @@ def show(dataset: Any, start: PromptSpec | None, *, loaded: Callable[[], Any],
                "calibration. It chooses on the validation rows (topped up with training rows, never shown to "
                "themselves as examples), never on the test rows; the winner is then scored once on the test rows "
                "and kept as a new version. Your form is the starting point and one of the candidates.")
-    budget = st.slider("Time to spend (seconds)", 30, limit, min(DEFAULT_BUDGET, limit), step=30, key="pb_search_budget",
+    budget = st.slider("Time to spend (seconds)", 30, limit, min(DEFAULT_BUDGET, limit), step=30,
+                       key="pb_search_budget",
                        help="More time tries more prompts and judges the best on more rows.")
     if st.button("Find a better prompt", key="pb_search_go", disabled=start is None):
         _run(dataset, start, budget, loaded, run_winner, keep)
