@@ -521,17 +521,48 @@ def _plan(space: list[Candidate], sizes: list[int], settings: SearchSettings, ju
           started: float) -> list[Candidate]:
     """The candidates to try: ``max_candidates`` if given, else as many as the budget is expected to allow.
 
-    The expected cost comes from timing the starting prompt on the first rows (that work is kept), and
-    each further candidate is assumed to cost as much per row; halving adds about one first rung per rung.
+    The starting prompt is timed on the first rows (that work is kept), which gives the model's time per
+    computed token here; each candidate's tokens per row come from rendering it (examples make a prompt
+    dearer, "similar" examples most, as no row shares them). Halving then costs, per rung, the survivors
+    times the rows that rung adds, at the planned candidates' mean cost.
     """
     if settings.max_candidates is not None:
         return space[:settings.max_candidates]
     judge.score(0, space[0], sizes[0])
-    per_row = max(space[0].seconds / max(sizes[0], 1), 1e-4)
+    sample = judge.texts[:4]
+    tokens = [_tokens_per_row(c, judge, sample, sizes[0]) for c in space[:PLAN_MAX]]
+    per_token = max(space[0].seconds / max(sizes[0] * tokens[0], 1.0), 1e-7)
     left = settings.budget_seconds - (time.perf_counter() - started)
-    rows_per_candidate = sizes[0] * len(sizes) * 1.3  # each rung costs about one first rung; 1.3 for dearer ones
-    count = int(left / (per_row * rows_per_candidate))
-    return space[:max(2, min(len(space), count))]
+    count, first_rung = 1, sizes[0] * tokens[0]
+    while count < len(tokens):
+        first_rung += sizes[0] * tokens[count]
+        mean = first_rung / sizes[0] / (count + 1)
+        later = sum(math.ceil((count + 1) * settings.keep_fraction ** k) * (sizes[k] - sizes[k - 1])
+                    for k in range(1, len(sizes)))
+        if PLAN_MARGIN * per_token * (first_rung + mean * later) > left:
+            break
+        count += 1
+    return space[:max(2, count)]
+
+
+PLAN_MAX = 300  # candidates whose cost is estimated (more never fit a budget of minutes on a CPU)
+PLAN_MARGIN = 1.15  # planned work is this much below the budget: timings wobble
+
+
+def _tokens_per_row(candidate: Candidate, judge: _Judge, texts: list[str], rows_per_call: int) -> float:
+    """Tokens computed per row when the candidate scores ``rows_per_call`` rows in one call (prefix once)."""
+    from .scoring import _common_prefix_length
+
+    spec = candidate.spec
+    renderer = Renderer(spec, judge.loaded.tokenizer)
+    try:
+        example_sets = select_examples(spec, judge.pool, texts)
+    except SettingsError:
+        return float("inf")
+    prompts = [renderer.prompt_ids(t, examples_for(judge.pool, ids)) for t, ids in zip(texts, example_sets)]
+    shared = _common_prefix_length(prompts) if spec.selection != "similar" or not spec.shots else 0
+    full = float(np.mean([len(p) for p in prompts]))
+    return full - shared + (shared + full) / rows_per_call  # the prefix, and the content-free row, once per call
 
 
 def _ranked(planned: list[Candidate], numbers: list[int], upto: int) -> list[int]:

@@ -89,6 +89,7 @@ def plant(monkeypatch, *, sleep: float = 0.0, calls: list | None = None):
 
     monkeypatch.setattr(search_module._Judge, "_run", fake_run)
     monkeypatch.setattr(search_module, "model_label_words", lambda *a, **k: {})
+    monkeypatch.setattr(search_module, "_tokens_per_row", lambda c, *a: 30.0 + 40 * c.spec.shots)
 
 
 class _Loaded:
@@ -233,3 +234,17 @@ def test_compare_search_adds_the_best_prompt_found_arm(tmp_path, tiny_model_dir)
     assert len(data["significance"]) == 3  # the searched arm is tested against the others like any arm
     report = (tmp_path / "cmp" / "report.html").read_text()
     assert "How \u201cbest prompt found\u201d was found" in report and "never on the test rows" in report
+
+
+def test_planned_cost_grows_with_examples_and_most_for_similar_ones(tiny_model):
+    from pvf_core.search import Candidate, _Judge, _tokens_per_row
+
+    train = toy_reviews(60, seed=1)
+    judge = _Judge(tiny_model, toy_reviews(8, seed=2), train, "classification", lambda: False)
+
+    def tokens(**changes):
+        return _tokens_per_row(Candidate(start_spec(**changes), "generic", "as given"), judge, judge.texts[:4], 16)
+
+    zero, four, similar = tokens(), tokens(shots=4), tokens(shots=4, selection="similar")
+    assert zero < four < similar  # the shared examples are paid once per call; similar ones on every row
+    assert similar > 3 * zero
