@@ -39,7 +39,7 @@ SELECTION_CHOICES = ("balanced", "similar", "random")
 STYLE_CHOICES = ("conversation", "list")
 MIN_RELIABLE_ROWS = 50  # fewer selection rows than this cannot tell candidates a few points apart
 MAX_WORD_LABELS = 12  # label-word variants are tried up to this many labels (single words for 50 intents mislead)
-WORD_ROWS_PER_LABEL = 16  # training rows per label the model's own words are read from
+WORD_ROWS_PER_LABEL = 8  # training rows per label the model's own words are read from
 
 ABBREVIATIONS = {
     "pos": "positive", "neg": "negative", "neu": "neutral", "sci": "science", "tech": "technology",
@@ -249,7 +249,28 @@ def search_space(start: PromptSpec, *, pool_rows: int, settings: SearchSettings,
                       first_instruction, "as given"),
             Candidate(default, first_instruction, "as given")]
     rest = [everything[i] for i in np.random.default_rng(settings.seed).permutation(len(everything))]
-    return _distinct(head + rest)
+    return _distinct(head + _one_change_away(head, everything, first_instruction) + rest)
+
+
+def _one_change_away(head: list[Candidate], everything: list[Candidate], instruction: str) -> list[Candidate]:
+    """Candidates that differ from the starting or the default prompt in one way, tried before the rest.
+
+    With a budget of minutes only some candidates are judged; changing one thing at a time from the two
+    prompts a user would try first covers every dimension once before any random combination.
+    """
+    def like(candidate: Candidate, anchor: Candidate, **same: Any) -> bool:
+        spec, base = candidate.spec, anchor.spec
+        checks = {"instruction": candidate.instruction == anchor.instruction,
+                  "words": candidate.words == anchor.words, "shots": spec.shots == base.shots,
+                  "layout": (spec.selection, spec.example_style) == (base.selection, base.example_style)}
+        return sum(not checks[k] for k in checks if k not in same) == 0 and sum(not checks[k] for k in same) == 1
+
+    near = []
+    for anchor in head:
+        for dimension in ("instruction", "words", "shots", "layout"):
+            near += [c for c in everything if like(c, anchor, **{dimension: True})
+                     and (c.spec.shots or dimension != "layout")]
+    return near
 
 
 def _distinct(candidates: list[Candidate]) -> list[Candidate]:
@@ -555,12 +576,13 @@ def _tokens_per_row(candidate: Candidate, judge: _Judge, texts: list[str], rows_
 
     spec = candidate.spec
     renderer = Renderer(spec, judge.loaded.tokenizer)
-    try:
-        example_sets = select_examples(spec, judge.pool, texts)
+    similar = spec.selection == "similar" and spec.shots
+    try:  # similar examples are about as long as balanced ones, and finding them costs a TF-IDF pass
+        example_sets = select_examples(spec.with_(selection="balanced") if similar else spec, judge.pool, texts)
     except SettingsError:
         return float("inf")
     prompts = [renderer.prompt_ids(t, examples_for(judge.pool, ids)) for t, ids in zip(texts, example_sets)]
-    shared = _common_prefix_length(prompts) if spec.selection != "similar" or not spec.shots else 0
+    shared = 0 if similar else _common_prefix_length(prompts)
     full = float(np.mean([len(p) for p in prompts]))
     return full - shared + (shared + full) / rows_per_call  # the prefix, and the content-free row, once per call
 
