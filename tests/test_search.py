@@ -248,3 +248,15 @@ def test_planned_cost_grows_with_examples_and_most_for_similar_ones(tiny_model):
     zero, four, similar = tokens(), tokens(shots=4), tokens(shots=4, selection="similar")
     assert zero < four < similar  # the shared examples are paid once per call; similar ones on every row
     assert similar > 3 * zero
+
+
+def test_text_to_text_search_judges_by_chrf(tiny_model):
+    pairs = pd.DataFrame([(f"he go to school number {i} .", f"He goes to school number {i} .") for i in range(40)],
+                         columns=["text", "label"])
+    start = PromptSpec(task="text-to-text", instruction="Correct the grammar.", max_answer_tokens=16)
+    settings = SearchSettings(max_candidates=3, first_rows=4, max_rows=12, budget_seconds=300)
+    result = search_prompt(tiny_model, start, train=pairs.head(30), validation=pairs.tail(10), settings=settings)
+    assert result.metric == "chrf" and 0.0 <= result.validation_score <= 100.0
+    assert result.spec.task == "text-to-text" and result.spec.calibration == "none"
+    assert {row["instruction"] for row in result.leaderboard} <= {"yours", "generic", "examples", "minimal"}
+    assert result.leaderboard[0]["rows"] == result.rows
