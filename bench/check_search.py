@@ -12,6 +12,7 @@ how many candidates were tried. The deciding metric is the comparison's: macro-F
 unbalanced (SMS spam), else accuracy.
 
     .venv/bin/python bench/check_search.py [--sets sst2,ag_news,trec,sms_spam] [--budget-seconds 120]
+                                           [--max-candidates N]
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def cli(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def check(name: str, work: Path, budget: float, model: str, train_rows: int, test_rows: int) -> dict:
+def check(name: str, work: Path, budget: float, model: str, train_rows: int, test_rows: int,
+          max_candidates: int | None) -> dict:
     from pvf_core.metrics import unbalanced
 
     train = pd.read_csv(DATASETS / f"{name}_train.csv", keep_default_na=False).head(train_rows)
@@ -51,7 +53,8 @@ def check(name: str, work: Path, budget: float, model: str, train_rows: int, tes
     files = ("--train", folder / "train.csv", "--test", folder / "test.csv", "--model", model)
     default = cli("prompt", *files, "--shots", 4)
     started = time.perf_counter()
-    searched = cli("prompt", *files, "--search", "--budget-seconds", budget)
+    fixed = ("--max-candidates", max_candidates) if max_candidates else ()
+    searched = cli("prompt", *files, "--search", "--budget-seconds", budget, *fixed)
     seconds = time.perf_counter() - started
     metric = "macro_f1" if unbalanced(train["label"].astype(str).tolist()) else "accuracy"
     search = searched["search"]
@@ -73,6 +76,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", default="sst2,ag_news,trec,sms_spam")
     parser.add_argument("--budget-seconds", type=float, default=120.0)
+    parser.add_argument("--max-candidates", type=int, default=None,
+                        help="Fix how many prompts are tried (the same search whatever the machine's load).")
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--train-rows", type=int, default=500)
     parser.add_argument("--test-rows", type=int, default=200)
@@ -81,7 +86,8 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as work:
         for name in args.sets.split(","):
-            result = check(name, Path(work), args.budget_seconds, args.model, args.train_rows, args.test_rows)
+            result = check(name, Path(work), args.budget_seconds, args.model, args.train_rows, args.test_rows,
+                           args.max_candidates)
             results.append(result)
             print(json.dumps(result), flush=True)
     print("\n| data | metric | default 4-shot (acc / macro-F1) | searched (acc / macro-F1) | beats default | "

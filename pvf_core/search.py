@@ -29,8 +29,16 @@ import pandas as pd
 
 from . import calibration as calib
 from .errors import PvfError, SettingsError
-from .prompting import (CONTENT_FREE_TEXT, DEFAULT_INSTRUCTION, PromptSpec, Renderer, default_selection,
-                        examples_for, select_examples)
+from .prompting import (
+    CONTENT_FREE_TEXT,
+    DEFAULT_INSTRUCTION,
+    PromptSpec,
+    Renderer,
+    default_selection,
+    examples_for,
+    select_examples,
+)
+from .scoring import Stopped
 
 Progress = Callable[[int, int, str], None]
 
@@ -492,12 +500,12 @@ def search_prompt(loaded: Any, start: PromptSpec, *, train: pd.DataFrame | None,
                 break
             try:
                 judge.score(number, planned[number], upto)
-            except Exception as error:  # noqa: BLE001 - stop by the budget, or a candidate that cannot run
-                if out_of_time() or error.__class__.__name__ == "Stopped":
+            except Stopped:  # the budget ran out or the user cancelled, in the middle of a candidate
+                break
+            except SettingsError:  # a candidate that cannot run here (e.g. its examples do not fit): skip it
+                if out_of_time():
                     break
-                if isinstance(error, SettingsError):
-                    continue
-                raise
+                continue
             done_here.append(number)
             evaluated.add(number)
             _report(on_progress, on_leaderboard, planned, sizes, level, len(done_here), len(alive), started,
