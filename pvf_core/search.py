@@ -660,8 +660,9 @@ def explain(start: PromptSpec, first: Candidate, winner: Candidate, rows: int, m
         lines.append(f"On the same {rows} validation rows it scored {winner.scores[rows]:.1%} {name} against "
                      f"{before:.1%} for your prompt.")
     elif winner is not first:
-        lines.append(f"It scored {winner.scores[rows]:.1%} {name} on {rows} validation rows (your prompt was "
-                     "dropped on fewer rows).")
+        dropped_at, dropped_score = first.best() if first.scores else (0, 0.0)
+        lines.append(f"It scored {winner.scores[rows]:.1%} {name} on {rows} validation rows; your prompt was "
+                     f"dropped after the first {dropped_at} rows, where it scored {dropped_score:.1%}.")
     return lines
 
 
