@@ -657,13 +657,18 @@ def explain(start: PromptSpec, first: Candidate, winner: Candidate, rows: int, m
                             "taken out)."}.get(method, f"Calibration: {method}."))
     before = first.scores.get(rows)
     if before is not None and winner is not first:
-        lines.append(f"On the same {rows} validation rows it scored {winner.scores[rows]:.1%} {name} against "
-                     f"{before:.1%} for your prompt.")
+        lines.append(f"On the same {rows} validation rows it scored {_shown(winner.scores[rows], metric)} {name} "
+                     f"against {_shown(before, metric)} for your prompt.")
     elif winner is not first:
         dropped_at, dropped_score = first.best() if first.scores else (0, 0.0)
-        lines.append(f"It scored {winner.scores[rows]:.1%} {name} on {rows} validation rows; your prompt was "
-                     f"dropped after the first {dropped_at} rows, where it scored {dropped_score:.1%}.")
+        lines.append(f"It scored {_shown(winner.scores[rows], metric)} {name} on {rows} validation rows; your "
+                     f"prompt was dropped after the first {dropped_at} rows, where it scored "
+                     f"{_shown(dropped_score, metric)}.")
     return lines
+
+
+def _shown(score: float, metric: str) -> str:
+    return f"{score:.1f}" if metric == "chrf" else f"{score:.1%}"
 
 
 def _warnings(judge: _Judge, planned: list[Candidate], ranking: list[int], rows: int, counts: dict) -> list[dict]:
@@ -674,8 +679,9 @@ def _warnings(judge: _Judge, planned: list[Candidate], ranking: list[int], rows:
                          "training rows, or a larger budget.", "numbers": {"rows": rows, **counts}})
     if len(ranking) > 1:
         a, b = planned[ranking[0]], planned[ranking[1]]
-        lead = a.scores[rows] - b.scores[rows]
-        noise = 1.0 / math.sqrt(rows)  # about two standard errors of a difference near 50 %
+        scale = 100.0 if judge.metric == "chrf" else 1.0
+        lead = (a.scores[rows] - b.scores[rows]) / scale
+        noise = 1.0 / math.sqrt(rows)  # about two standard errors of a difference near 50 % (chrF: in points/100)
         if lead < noise:
             warnings.append({"code": "lead_within_noise", "message": f"The winner leads the runner-up by "
                              f"{lead:.1%} on {rows} rows, within noise (about \u00b1{noise:.0%}): either prompt "
