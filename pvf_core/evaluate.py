@@ -20,8 +20,11 @@ shared prefix runs once; its key/value cache is expanded over each batch of rows
 right-padded, with positions continuing after the prefix. Every label is scored in that same pass: the
 row's last prompt token predicts each label's first token, and each multi-token label's remaining tokens
 are packed after the row, seeing only the prefix, the row and themselves (a tree-shaped attention mask).
-Logits are computed only at those positions. Text-to-text rows reuse the same prefix cache and are then
-decoded greedily, batched.
+Logits are computed only at those positions. With many labels (``PRUNE_FROM_LABELS``) a row's labels are
+first bounded by their first token, and only those that can still win (after the arm's calibration, or raw)
+are scored in full: the same predictions as scoring every label; a label not scored gets probability 0 in the
+views and the ``labels_pruned`` warning says how many were scored. Text-to-text rows reuse the same prefix
+cache and are then decoded greedily, batched.
 """
 
 from __future__ import annotations

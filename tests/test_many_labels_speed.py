@@ -115,3 +115,22 @@ def test_auto_calibration_with_many_labels_says_why_it_did_not_fit_a_bias(tiny32
     monkeypatch.setattr(ev, "PRUNE_FROM_LABELS", 10**6)  # the fitting rows scored in full choose the same
     again = evaluate(arm, test, task="classification", train=train, loaded=tiny32)
     assert again.calibration_fit == result.calibration_fit and again.predictions == result.predictions
+
+
+def test_bench_compare_labels_times_both_comparisons_per_phase(tiny_model_dir, tmp_path):
+    import json
+
+    from test_bench import bench
+
+    out = bench("bench_compare_labels.py", "--labels", "3,30", "--model", str(tiny_model_dir), "--train-rows", "80",
+                "--test-rows", "8", "--epochs", "1", "--shots", "0,2", "--results-dir", str(tmp_path))
+    assert "calibration" in out and "test scoring" in out and "training" in out and "bf16 matmul peak" in out
+    assert "30 labels take" in out and "the wall time of 3 labels" in out
+    [saved] = tmp_path.glob("bench_compare_labels-*.json")
+    result = json.loads(saved.read_text())
+    assert [r["labels"] for r in result["results"]] == [3, 30]
+    for r in result["results"]:
+        assert r["wall_seconds"] > 0 and r["cpu_seconds"] > 0 and len(r["arms"]) == 3
+        assert any(k.endswith("|test scoring") for k in r["phases"]) and r["phases"]["training"] > 0
+    # 30 labels, 72 fitting-eligible rows of which 8 validation rows: "auto" does not fit a per-label bias
+    assert any("not tried" in (a["calibration"].get("note") or "") for a in result["results"][1]["arms"])
