@@ -16,6 +16,9 @@ How ``log_bias`` is found:
                   equal share (SMS spam, 13% spam: 0.86 → 0.44 zero-shot; with it, 0.85).
     auto          chooses one of the three on the fitting rows (2-fold cross-fitted for "fitted", so the row
                   that fits the bias never judges it), by the deciding metric. Ties go to the simpler method.
+                  "fitted" is only tried with at least ``FIT_ROWS_PER_LABEL`` fitting rows per label
+                  (``offered_methods``): with 150 labels and 50 rows a per-label bias is noise. The
+                  calibration's summary then says so (``note``).
 
 The test rows never take part: not in fitting, not in choosing.
 """
@@ -35,6 +38,7 @@ METHODS = ("none", "content-free", "fitted")
 CHOICES = ("auto", *METHODS)
 FILE = "calibration.json"
 FIT_ROWS_MAX = 200  # fitting rows scored per arm: enough to estimate a per-label leaning, cheap to score
+FIT_ROWS_PER_LABEL = 5  # "auto" tries a fitted per-label bias only with at least this many fitting rows per label
 
 
 def log_softmax(scores: np.ndarray) -> np.ndarray:
@@ -75,8 +79,10 @@ class Calibration:
         return softmax(log_softmax(scores) - bias)
 
     def summary(self) -> dict:
-        """The contract's ``calibration`` object: method, fitted_on, rows."""
-        return {"method": self.method, "fitted_on": self.fitted_on, "rows": self.rows}
+        """The contract's ``calibration`` object: method, fitted_on, rows (and a ``note`` when "auto" did not
+        try every method)."""
+        note = (self.chosen_by or {}).get("note")
+        return {"method": self.method, "fitted_on": self.fitted_on, "rows": self.rows} | ({"note": note} if note else {})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,14 +140,28 @@ def fitted(labels: Sequence[str], scores: np.ndarray, references: Sequence[str],
 Metric = Callable[[Sequence[str], Sequence[str]], float]
 
 
+def offered_methods(n_rows: int, n_labels: int) -> tuple[tuple[str, ...], str | None]:
+    """The methods "auto" chooses among with ``n_rows`` fitting rows for ``n_labels`` labels, and why one is
+    left out (None when all are tried): a fitted bias needs ``FIT_ROWS_PER_LABEL`` rows per label."""
+    if n_rows >= FIT_ROWS_PER_LABEL * n_labels:
+        return METHODS, None
+    return ("none", "content-free"), (f"'fitted' was not tried: {n_rows} fitting rows for {n_labels} labels "
+                                      f"({n_rows / max(n_labels, 1):.1f} per label) are too few to fit a bias per "
+                                      f"label (it needs at least {FIT_ROWS_PER_LABEL} per label).")
+
+
 def choose(labels: Sequence[str], scores: np.ndarray, references: Sequence[str], *, fitted_on: str,
            metric: Metric, metric_name: str, content_free_scores: np.ndarray | None = None,
-           methods: Sequence[str] = METHODS) -> Calibration:
+           methods: Sequence[str] = METHODS, note: str | None = None) -> Calibration:
     """Pick the calibration that scores best on the fitting rows (never the test rows).
 
     "fitted" is judged by 2-fold cross-fitting: the bias fitted on one half predicts the other half, so it
     gets no credit for rows it was fitted on. The chosen method is then fitted on all the fitting rows.
-    Ties go to the simpler method (none, then content-free, then fitted).
+    Ties go to the simpler method (none, then content-free, then fitted). ``note`` (why a method was not
+    offered) is kept in ``chosen_by`` and shown in the summary.
+
+    Only each method's argmax is used, so without "fitted" the scores may be pruned (``-inf`` for labels
+    that could not win under no calibration or content-free).
     """
     labels, references = list(labels), list(references)
     scores = np.asarray(scores, dtype=np.float64)
@@ -158,7 +178,7 @@ def choose(labels: Sequence[str], scores: np.ndarray, references: Sequence[str],
     chosen = build(best, labels, scores=scores, references=references, fitted_on=fitted_on,
                    content_free_scores=content_free_scores)
     chosen.fitted_on, chosen.rows = fitted_on, len(references)
-    chosen.chosen_by = {"metric": metric_name, "scores": judged}
+    chosen.chosen_by = {"metric": metric_name, "scores": judged} | ({"note": note} if note else {})
     return chosen
 
 

@@ -20,8 +20,11 @@ shared prefix runs once; its key/value cache is expanded over each batch of rows
 right-padded, with positions continuing after the prefix. Every label is scored in that same pass: the
 row's last prompt token predicts each label's first token, and each multi-token label's remaining tokens
 are packed after the row, seeing only the prefix, the row and themselves (a tree-shaped attention mask).
-Logits are computed only at those positions. Text-to-text rows reuse the same prefix cache and are then
-decoded greedily, batched.
+Logits are computed only at those positions. With many labels (``PRUNE_FROM_LABELS``) a row's labels are
+first bounded by their first token, and only those that can still win (after the arm's calibration, or raw)
+are scored in full: the same predictions as scoring every label; a label not scored gets probability 0 in the
+views and the ``labels_pruned`` warning says how many were scored. Text-to-text rows reuse the same prefix
+cache and are then decoded greedily, batched.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ __all__ = ["Arm", "EvalResult", "Stopped", "evaluate", "evaluate_seeds", "score_
            "LATENCY_ROWS"]
 
 LATENCY_ROWS = 30  # test rows timed one query at a time, as a deployed arm answers them
+# From this many labels on, only the labels that can still win are scored (scoring.score_labels' prune_bias,
+# with the arm's calibration and zeros): the same predictions, raw and calibrated, as scoring every label.
+PRUNE_FROM_LABELS = 21
 Progress = Callable[[int, int, str], None]
 
 
@@ -247,9 +253,13 @@ def _evaluate_loaded(arm: Arm, loaded: Any, test: pd.DataFrame, *, task: str, la
     clock = _Clock(len(texts), on_progress, "Scored" if task == "classification" else "Answered")
     if task == "classification":
         answers = [renderer.answer_ids(label) for label in spec.labels]
-        scores = score_labels(loaded, prompts, answers, on_batch=clock, should_stop=should_stop)
+        prune, stats = _prune_biases(calibration), {}
+        scores = score_labels(loaded, prompts, answers, on_batch=clock, should_stop=should_stop, prune_bias=prune,
+                              stats=stats)
         outcome = _classify(spec, scores, calibration, references, answers)
-        timed = _one_at_a_time(loaded, prompts, latency_rows, should_stop, answers=answers)
+        outcome["answer_tokens_per_row"] = stats["answer_tokens_per_row"]
+        outcome["labels_scored"] = stats["labels_scored"]
+        timed = _one_at_a_time(loaded, prompts, latency_rows, should_stop, answers=answers, prune_bias=prune)
         alone = [spec.labels[int(i)] for i in calibration.apply(np.array(timed[0])).argmax(axis=1)] if timed[0] else []
     else:
         outcome = _generate(spec, loaded, renderer, prompts, texts, references, clock, should_stop)
@@ -275,7 +285,8 @@ def _evaluate_loaded(arm: Arm, loaded: Any, test: pd.DataFrame, *, task: str, la
         metrics=outcome["metrics"], predictions=outcome["predictions"], label_scores=outcome.get("label_scores"),
         raw_label_scores=outcome.get("raw_label_scores"), budget=budget.to_dict(),
         tips=[t.to_dict() for t in lint(spec, examples=example_sets[0], test_texts=texts, budget=budget)],
-        warnings=warnings, spec=spec.to_dict(), model=getattr(loaded, "name", ""), base_model=arm.model,
+        warnings=warnings + _pruning_warnings(outcome.get("labels_scored", 1.0)), spec=spec.to_dict(),
+        model=getattr(loaded, "name", ""), base_model=arm.model,
         ms_per_token=ms_per_token(loaded), memory_mb=_weights_mb(loaded) + max(0.0, clock.rss_peak - clock.rss_start))
 
 
@@ -315,12 +326,36 @@ def _fit_calibration(spec: PromptSpec, loaded: Any, renderer: Renderer, prompter
         return calib.content_free(labels, content_free) if content_free is not None else calib.uncalibrated(labels)
     references = [str(x) for x in rows["label"]]
     prompts, _ = prompter.prompts([str(t) for t in rows["text"]])
-    scores = score_labels(loaded, prompts, answers, should_stop=should_stop)
+    offered, note = calib.offered_methods(len(rows), len(labels)) if method == "auto" else (calib.METHODS, None)
+    prune = None
+    if "fitted" not in offered and len(labels) >= PRUNE_FROM_LABELS:
+        # choosing between none and content-free needs only each row's argmax under those two biases
+        prune = np.stack([np.zeros(len(labels)), calib.content_free(labels, content_free).log_bias])
+    scores = score_labels(loaded, prompts, answers, should_stop=should_stop, prune_bias=prune)
     if method == "fitted":
         return calib.fitted(labels, scores, references, fitted_on)
     name, metric = _choice_metric(references, labels)
     return calib.choose(labels, scores, references, fitted_on=fitted_on, metric=metric, metric_name=name,
-                        content_free_scores=content_free)
+                        content_free_scores=content_free, methods=offered, note=note)
+
+
+def _prune_biases(calibration: Calibration) -> np.ndarray | None:
+    """The biases to prune with (the calibration's and zeros, for the raw prediction), or None to score every
+    label (fewer than ``PRUNE_FROM_LABELS`` labels: the extra pass would not pay)."""
+    labels = len(calibration.labels)
+    if labels < PRUNE_FROM_LABELS:
+        return None
+    bias = np.asarray(calibration.log_bias or [0.0] * labels, dtype=np.float64)
+    return np.unique(np.stack([bias, np.zeros(labels)]), axis=0)
+
+
+def _pruning_warnings(labels_scored: float) -> list[dict]:
+    if labels_scored >= 1.0:
+        return []
+    return [{"code": "labels_pruned", "message": f"Only the labels that could still win were scored in full "
+             f"({labels_scored:.0%} of row × label scores); each row's prediction, raw and calibrated, is the one "
+             "scoring every label gives. Labels not scored show probability 0.",
+             "numbers": {"labels_scored": round(labels_scored, 4)}}]
 
 
 def _fitting_rows(train: pd.DataFrame | None, validation: pd.DataFrame | None, labels: Sequence[str],

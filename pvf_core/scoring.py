@@ -16,8 +16,9 @@ label in full would (``bench/bench_labels.py``), and every label gets its exact 
 
 Optionally (``prune_bias``, e.g. a fitted calibration's log-bias) only the labels that can still win after
 the bias are scored in full; the others get ``-inf``. The argmax is that of full scoring (``_score_pruned``
-says why); probabilities computed from such scores give skipped labels 0. The harness does not prune yet:
-batch calibration needs every label's score.
+says why); probabilities computed from such scores give skipped labels 0. The harness prunes with many
+labels (``evaluate.PRUNE_FROM_LABELS``), with the arm's calibration and zeros as biases, so both the
+calibrated and the raw prediction are exact.
 
 Text-to-text rows reuse the same prefix cache and are then decoded greedily, batched.
 
@@ -258,10 +259,12 @@ def _packed_inputs(runner: _Runner, lanes: list[list[int]], tries: dict[int, Ans
 def _score_rows(runner: _Runner, rows: Sequence[int], tries: dict[int, AnswerTrie], n_answers: int, *,
                 batch_tokens: int, lane_tokens: int, max_lanes: int,
                 on_batch: Callable[[list[int], float], None] | None,
-                should_stop: Callable[[], bool] | None) -> dict[int, np.ndarray]:
+                should_stop: Callable[[], bool] | None,
+                tally: dict[int, int] | None = None) -> dict[int, np.ndarray]:
     """Sum of the picked log-probs per answer for each row, each row with its own trie: {row: [answers]}.
 
-    An answer a row's trie does not pick gets 0 (callers only read the answers they asked for)."""
+    An answer a row's trie does not pick gets 0 (callers only read the answers they asked for). ``tally``
+    (row → tokens) adds the tokens each row ran in this call (its own and its trie's)."""
     torch = _torch()
     device = runner.device
     picks: dict[int, tuple[Any, Any, Any]] = {}
@@ -270,6 +273,9 @@ def _score_rows(runner: _Runner, rows: Sequence[int], tries: dict[int, AnswerTri
                                 for k in range(3))
     rows = list(rows)
     widths = [len(runner.suffixes[i]) + tries[i].fed for i in rows]
+    if tally is not None:
+        for i, width in zip(rows, widths):
+            tally[i] = tally.get(i, 0) + width
     lanes = [[rows[k] for k in lane] for lane in _lanes(widths, lane_tokens)]
     lane_widths = [sum(len(runner.suffixes[i]) + tries[i].fed for i in lane) for lane in lanes]
     found: dict[int, np.ndarray] = {}
@@ -300,7 +306,7 @@ def score_labels(loaded: Any, prompts: Sequence[Sequence[int]], answers: Sequenc
                  prune_bias: Sequence[float] | None = None, batch_tokens: int = BATCH_TOKENS,
                  lane_tokens: int = LANE_TOKENS, max_lanes: int = MAX_BATCH_ROWS,
                  on_batch: Callable[[list[int], float], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+                 should_stop: Callable[[], bool] | None = None, stats: dict | None = None) -> np.ndarray:
     """Log-likelihood of each answer after each prompt, as an array [prompts, answers].
 
     ``normalise`` divides by the answer's token count (mean log-prob per token). ``share_prefixes`` feeds
@@ -310,7 +316,11 @@ def score_labels(loaded: Any, prompts: Sequence[Sequence[int]], answers: Sequenc
 
     ``prune_bias`` (one number per answer, e.g. a calibration's ``log_bias``; zeros for the raw scores)
     scores only what can still win ``argmax(score - prune_bias)``: see ``_score_pruned``. Answers that
-    cannot win get ``-inf``; the winner and every answer that was scored are exact.
+    cannot win get ``-inf``; the winner and every answer that was scored are exact. Several biases stacked
+    ([biases, answers]) keep the argmax under each of them exact.
+
+    ``stats`` (a dict) receives ``answer_tokens_per_row`` (tokens run per row beyond its own, all passes
+    together) and ``labels_scored`` (the share of scores computed).
     """
     torch = _torch()
     answers = [list(a) for a in answers]
@@ -321,50 +331,68 @@ def score_labels(loaded: Any, prompts: Sequence[Sequence[int]], answers: Sequenc
         return scores
     lengths = np.array([len(a) for a in answers], dtype=np.float64)
     divisor = lengths if normalise else np.ones_like(lengths)
+    tally: dict[int, int] = {}
     budgets = {"batch_tokens": batch_tokens, "lane_tokens": lane_tokens, "max_lanes": max_lanes,
-               "on_batch": on_batch, "should_stop": should_stop}
+               "on_batch": on_batch, "should_stop": should_stop, "tally": tally}
     with torch.inference_mode():
         runner = _Runner(loaded, prompts, use_prefix_cache)
         if prune_bias is not None:
-            return _score_pruned(runner, answers, divisor, np.asarray(prune_bias, dtype=np.float64), share_prefixes,
-                                 budgets)
-        trie = answer_trie(answers, share=share_prefixes)
-        rows = range(len(prompts))
-        found = _score_rows(runner, rows, {i: trie for i in rows}, len(answers), **budgets)
-    for i, total in found.items():
-        scores[i] = total / divisor
+            scores = _score_pruned(runner, answers, divisor, np.asarray(prune_bias, dtype=np.float64),
+                                   share_prefixes, budgets)
+        else:
+            trie = answer_trie(answers, share=share_prefixes)
+            rows = range(len(prompts))
+            found = _score_rows(runner, rows, {i: trie for i in rows}, len(answers), **budgets)
+            for i, total in found.items():
+                scores[i] = total / divisor
+    if stats is not None:
+        stats["answer_tokens_per_row"] = float(np.mean([tally[i] - len(runner.suffixes[i]) for i in tally]))
+        stats["labels_scored"] = float(np.isfinite(scores).mean())
     return scores
 
 
+_BUDGETS = {"batch_tokens": BATCH_TOKENS, "lane_tokens": LANE_TOKENS, "max_lanes": MAX_BATCH_ROWS,
+            "on_batch": None, "should_stop": None}
 PRUNE_FIRST_CANDIDATES = 4  # answers scored in full first, by their bound; their best is what others must beat
 # A bound and a full score come from different passes, whose bf16 rounding differs by up to a few hundredths
 # of a log-prob: an answer is skipped only when its bound is below the best full score by more than this.
 PRUNE_MARGIN = 0.1
+# A row with more than this share of all answers still to score gets the whole trie instead (one trie shared
+# by such rows is built once; a sub-trie per row costs its own mask): its every answer is then scored exactly.
+PRUNE_FULL_SHARE = 0.5
 
 
 def _score_pruned(runner: _Runner, answers: list[list[int]], divisor: np.ndarray, bias: np.ndarray,
-                  share: bool, budgets: dict) -> np.ndarray:
+                  share: bool, budgets: dict, rows: Sequence[int] | None = None) -> np.ndarray:
     """Scores of the answers that can still win ``argmax(score - bias)``, ``-inf`` for the others.
+
+    ``bias`` is one vector per answer, or several stacked ([biases, answers]): then whatever can win under
+    any of them is scored (e.g. a calibration's log-bias and zeros, so the calibrated and the raw argmax are
+    both exact). ``rows`` limits the work to some rows (the others stay ``-inf``).
 
     A score only falls as an answer's tokens are added (each adds a log-prob ≤ 0), so once an answer's
     first token is scored, ``first / divisor - bias`` bounds its final, biased score from above. Pass 1
     runs the rows alone (every answer's first token, from the row's last position); then, per row, the
     answers with the highest bounds are scored in full; any answer whose bound is still at or above the
     best full biased score is scored next, until none is left. The argmax is therefore that of scoring
-    everything; answers skipped were below the winner by their bound.
+    everything; answers skipped were below the winner by their bound. A row with more than
+    ``PRUNE_FULL_SHARE`` of the answers still to score gets every answer scored, as the whole trie.
     """
     n_rows, n_answers = len(runner.suffixes), len(answers)
+    biases = np.atleast_2d(np.asarray(bias, dtype=np.float64))
     firsts = answer_trie([a[:1] for a in answers])  # feeds nothing: the row's last position picks every first token
-    rows = list(range(n_rows))
+    rows = list(range(n_rows)) if rows is None else list(rows)
     first = _score_rows(runner, rows, {i: firsts for i in rows}, n_answers, **budgets)
     scores = np.full((n_rows, n_answers), -np.inf)
-    bounds = np.stack([first[i] for i in rows]) / divisor - bias
+    bounds = {i: first[i] / divisor - biases for i in rows}  # [biases, answers] per row
     exact = np.zeros((n_rows, n_answers), dtype=bool)
     single = np.array([len(a) == 1 for a in answers])
     for i in rows:  # one-token answers are complete already
         scores[i, single] = first[i][single] / divisor[single]
         exact[i, single] = True
-    wanted = {i: set(np.argsort(-bounds[i], kind="stable")[:PRUNE_FIRST_CANDIDATES].tolist()) for i in rows}
+    wanted = {i: {int(j) for b in bounds[i] for j in np.argsort(-b, kind="stable")[:PRUNE_FIRST_CANDIDATES]}
+              for i in rows}
+    whole = answer_trie(answers, share=share)
     tries_by_set: dict[tuple, AnswerTrie] = {}
     while True:
         todo = {i: sorted(j for j in wanted[i] if not exact[i, j]) for i in rows}
@@ -373,6 +401,10 @@ def _score_pruned(runner: _Runner, answers: list[list[int]], divisor: np.ndarray
             break
         tries = {}
         for i, js in todo.items():
+            if len(js) > PRUNE_FULL_SHARE * n_answers:
+                todo[i] = js = list(range(n_answers))
+                tries[i] = whole
+                continue
             key = tuple(js)
             if key not in tries_by_set:
                 sub = answer_trie([answers[j] for j in js], share=share)
@@ -386,8 +418,8 @@ def _score_pruned(runner: _Runner, answers: list[list[int]], divisor: np.ndarray
             scores[i, js] = found[i][js] / divisor[js]
             exact[i, js] = True
         for i in rows:
-            best = np.max(np.where(exact[i], scores[i] - bias, -np.inf))
-            wanted[i] = set(np.nonzero(~exact[i] & (bounds[i] >= best - PRUNE_MARGIN))[0].tolist())
+            best = np.max(np.where(exact[i], scores[i] - biases, -np.inf), axis=1, keepdims=True)
+            wanted[i] = set(np.nonzero(~exact[i] & (bounds[i] >= best - PRUNE_MARGIN).any(axis=0))[0].tolist())
     return scores
 
 
@@ -396,14 +428,15 @@ def _score_pruned(runner: _Runner, answers: list[list[int]], divisor: np.ndarray
 def one_query_at_a_time(loaded: Any, prompts: Sequence[Sequence[int]], rows: Sequence[int], *,
                         answers: Sequence[Sequence[int]] | None = None, normalise: bool = True,
                         max_new_tokens: Sequence[int] = (), stop_ids: set[int] = frozenset(),
-                        stop_at_newline: bool = True,
+                        stop_at_newline: bool = True, prune_bias: Sequence[float] | None = None,
                         should_stop: Callable[[], bool] | None = None) -> tuple[list[Any], list[float]]:
     """Answer ``rows`` one query at a time, as a deployed arm does, and time each: (answers, milliseconds).
 
     The prompts' shared prefix is computed once beforehand and not timed (a server keeps its cache); each
     query then runs its own tokens and its answers alone, with no other row to share a batch with. With
     ``answers`` each query's answer is its label scores (as ``score_labels`` gives them); without, the
-    greedy text (as ``generate_answers``, with ``max_new_tokens`` per row).
+    greedy text (as ``generate_answers``, with ``max_new_tokens`` per row). ``prune_bias`` prunes each
+    query's labels as ``score_labels`` does (the batch was scored so, and a deployed arm would be too).
     """
     torch = _torch()
     found, timings = [], []
@@ -417,7 +450,11 @@ def one_query_at_a_time(loaded: Any, prompts: Sequence[Sequence[int]], rows: Seq
             if should_stop and should_stop():
                 raise Stopped("The evaluation was stopped.")
             started = time.perf_counter()
-            if answers is not None:
+            if answers is not None and prune_bias is not None:
+                found.append(_score_pruned(runner, answers, np.broadcast_to(divisor, (len(answers),)),
+                                           np.asarray(prune_bias, dtype=np.float64), True, dict(_BUDGETS),
+                                           rows=[i])[i])
+            elif answers is not None:
                 total = _score_rows(runner, [i], {i: trie}, len(answers), batch_tokens=BATCH_TOKENS,
                                     lane_tokens=LANE_TOKENS, max_lanes=MAX_BATCH_ROWS, on_batch=None,
                                     should_stop=None)[i]

@@ -92,7 +92,8 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
     trained = train_lora(lora, tuned_splits, model_name=model, output_dir=output_dir / "adapter",
                          on_progress=_train_progress(stages.step("fine-tuning")), should_stop=should_stop)
     name = f"LoRA r={lora.rank}"
-    tuned_arm = Arm(name=name, prompt=base_spec, model=model, adapter=str(trained.adapter_dir))
+    # scored with the prompt it was trained on (with many labels that one does not list them)
+    tuned_arm = Arm(name=name, prompt=trained.prompt.with_(seed=seed), model=model, adapter=str(trained.adapter_dir))
     results.append(score(tuned_arm, test, on_progress=stages.step("scoring the fine-tuned model")))
     keep_arm_beside_adapter(results[-1], trained.adapter_dir)
     infos.append(ArmInfo(name, "finetune", train_seconds=trained.train_seconds, train_rows=len(train),
@@ -196,7 +197,7 @@ def _learning_curve(splits: Any, spec: Any, lora: Any, model: str, loaded: Any, 
             curve.append(_curve_point(n, "prompting", seed, r, metric))
             trained = train_lora(dataclasses.replace(lora, seed=lora.seed + seed), subset, model_name=model,
                                  output_dir=output_dir / f"curve-{n}-{seed}", should_stop=should_stop)
-            arm = Arm(f"LoRA on {n} rows", spec.with_(shots=0), model=model, adapter=str(trained.adapter_dir))
+            arm = Arm(f"LoRA on {n} rows", trained.prompt.with_(seed=seed), model=model, adapter=str(trained.adapter_dir))
             r = evaluate(arm, splits.test, task=splits.task, labels=splits.labels or None, train=subsets[n],
                          calibration_rows=splits.validation, should_stop=should_stop)
             curve.append(_curve_point(n, "fine-tuning", lora.seed + seed, r, metric))
