@@ -283,6 +283,8 @@ def _prompt_summary(r: dict[str, Any]) -> str:
 @click.option("--predictions", type=click.Path(dir_okay=False), default=None, help="Write one row per test row with a prediction_<arm> column per arm.")
 @click.option("--run-id", type=int, default=None, hidden=True, help="Internal: the job this process runs.")
 @click.option("--name", "dataset_name", default=None, help="The data's name in the report (default: the train file's name).")
+@click.option("--estimate", "estimate_only", is_flag=True,
+              help="Only estimate how long the comparison takes here (token counts x the speed measured now).")
 @image_options("compare")
 @column_options
 @common_options
@@ -290,8 +292,8 @@ def _prompt_summary(r: dict[str, Any]) -> str:
 def compare(train_path: str, test_path: str, validation: str | None, shots: str, max_train: int | None, limit: int | None,
             epochs: float | None, learning_rate: float | None, rank: int | None, instruction: str,
             learning_curve: bool, output: str | None, predictions: str | None, run_id: int | None,
-            dataset_name: str | None, images: str | None, test_images: str | None, describe: str | None,
-            clip: str | None, method: str | None, model: str,
+            dataset_name: str | None, estimate_only: bool, images: str | None, test_images: str | None,
+            describe: str | None, clip: str | None, method: str | None, model: str,
             seed: int, as_json: bool, **columns: Any) -> None:
     """Run zero-shot, k-shot and LoRA arms on the same test rows; recommend one and write a report."""
     if images:
@@ -318,9 +320,19 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
     lora = preset_settings("balanced", seed=seed, **overrides)
     settings = {"shots": shot_counts, "max_train": max_train, "limit": limit, "learning_curve": learning_curve,
                 "model": model, "seed": seed, "lora": lora.to_dict()}
+    from .compare.estimate import StageClock, estimate_own_run
+
+    planning = {"model": model, "shots": shot_counts, "limit": limit, "seed": seed, "lora": lora,
+                "instruction": instruction, "learning_curve": learning_curve}
+    if estimate_only:
+        planned = estimate_own_run(splits, started=started, **planning)
+        return emit({**planned.to_dict(), "estimate": planned.summary()}, as_json, lambda r: "\n".join(r["messages"]))
 
     def body(log: Any, folder: str) -> dict[str, Any]:
-        report = _stderr_progress(log)
+        planned = estimate_own_run(splits, started=started, **planning)  # kept beside what the run took
+        progress(planned.messages[0])
+        log.write({"event": "status", "status": "running", "message": f"Estimated: {planned.messages[0]}"})
+        report = StageClock(_stderr_progress(log))
         comparison = run_comparison(splits, model=model, shots=shot_counts, limit=limit, seed=seed, lora=lora,
                                     learning_curve=learning_curve, output_dir=folder, instruction=instruction,
                                     dataset=dataset_name or os.path.basename(train_path), on_progress=report,
@@ -339,13 +351,15 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
                 "report": paths["html"], "predictions_csv": paths["csv"], "comparison_json": paths["json"],
                 "metrics": {a["arm"]: a["metrics"].get(comparison.metric) for a in data["arms"]},
                 "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb(),
+                "estimate": planned.summary(), "predicted_seconds": planned.seconds,
+                "predicted_parts": planned.parts, "actual_parts": report.parts(started),
                 "world_size": int(os.environ.get("WORLD_SIZE", "1")), "device": model_device()} | (
                     {"unchanged_input": data["unchanged_input"]} if "unchanged_input" in data else {})
 
     default_folder = output or (None if run_id is not None else
                                 str(workspace_dir("runs", time.strftime("compare-%Y%m%d-%H%M%S"))))
     result = _as_job("compare", "standard comparison (command line)", settings, run_id, default_folder, body,
-                     timing_keys=("seconds", "peak_rss_mb"))
+                     timing_keys=("seconds", "peak_rss_mb", "predicted_seconds", "predicted_parts", "actual_parts"))
     emit(result, as_json, _compare_summary)
 
 
