@@ -337,6 +337,7 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
                                     learning_curve=learning_curve, output_dir=folder, instruction=instruction,
                                     dataset=dataset_name or os.path.basename(train_path), on_progress=report,
                                     should_stop=log.should_stop)
+        report.stop()
         paths = write_report(comparison, folder)
         if predictions:
             write_safe_csv(comparison.predictions_frame(), predictions)
@@ -426,6 +427,8 @@ def _compare_summary(r: dict[str, Any]) -> str:
 @click.option("--predictions", type=click.Path(dir_okay=False), default=None, help="Write text,label,prediction for every test row.")
 @click.option("--background", is_flag=True, help="Queue the run as a background job and return at once (see its progress in the app).")
 @click.option("--estimate", "estimate_only", is_flag=True, help="Only estimate time and peak memory (runs a short calibration).")
+@click.option("--merged", is_flag=True, help="Also fold the adapter into a copy of the base model and save it (safetensors) "
+              "in OUTPUT/merged: a standalone model any Hugging Face tool loads, as large as the base model.")
 @click.option("--run-id", type=int, default=None, hidden=True, help="Internal: the job this process runs.")
 @image_options("finetune")
 @column_options
@@ -434,7 +437,7 @@ def _compare_summary(r: dict[str, Any]) -> str:
 def finetune(train_path: str, test_path: str, validation_path: str | None, max_train: int | None, limit: int | None,
              preset: str, epochs: float | None, learning_rate: float | None, rank: int | None,
              settings_path: str | None, instruction: str, prompt_path: str | None, output: str | None,
-             predictions: str | None, background: bool, estimate_only: bool, run_id: int | None,
+             predictions: str | None, background: bool, estimate_only: bool, merged: bool, run_id: int | None,
              images: str | None, test_images: str | None, method: str | None, model: str,
              seed: int, as_json: bool, **columns: Any) -> None:
     """Train a LoRA adapter on the training rows and score it on the test rows with the prompt harness."""
@@ -476,6 +479,11 @@ def finetune(train_path: str, test_path: str, validation_path: str | None, max_t
         return
     result = _finetune_as_job(splits, settings, prompt, model=model, run_id=run_id, output=output,
                               predictions=predictions, started=started, as_json=as_json)
+    if merged and result.get("status") == "done":
+        from .finetune import merge_run
+
+        progress("Folding the adapter into a copy of the base model...")
+        result["merged_dir"] = str(merge_run(result["adapter_dir"]))
     emit(result, as_json, _finetune_summary)
 
 

@@ -47,7 +47,9 @@ def test_parts_follow_the_work(tiny_model, tiny_model_dir):
     assert set(base.parts) == {"start-up", "prompting", "fine-tuning", "scoring the fine-tuned model", "report"}
     assert base.seconds == pytest.approx(sum(base.parts.values()), abs=0.2)
     assert base.parts["start-up"] == 5.0
-    assert base.parts["prompting"] == pytest.approx(base.arms["zero-shot"] + base.arms["4-shot balanced"], abs=0.2)
+    probe = 4 * (est.PROBE_PREFIX + est.PROBE_ROWS * est.PROBE_ROW_TOKENS) * SPEED.ms_per_token / 1000
+    assert base.parts["prompting"] == pytest.approx(base.arms["zero-shot"] + base.arms["4-shot balanced"] + probe,
+                                                    abs=0.2)
     assert base.arms["4-shot balanced"] > base.arms["zero-shot"]  # the same rows with 4 examples in the prompt
     assert plan(limit=15).parts["prompting"] < base.parts["prompting"]
     assert plan(lora=preset_settings("balanced", epochs=2)).parts["fine-tuning"] > 1.5 * base.parts["fine-tuning"] \
@@ -77,6 +79,10 @@ def test_stage_clock_times_each_stage(monkeypatch):
     assert seen[-1].startswith("scoring")
     assert clock.parts(started=4.0, finished=50.0) == {"start-up": 6.0, "prompting": 5.0, "fine-tuning": 25.0,
                                                        "scoring the fine-tuned model": 7.5, "report": 2.5}
+    now["t"] = 49.0  # the last stage's latency rows and building the comparison, after its last report
+    clock.stop()
+    assert clock.parts(started=4.0, finished=50.0) == {"start-up": 6.0, "prompting": 5.0, "fine-tuning": 25.0,
+                                                       "scoring the fine-tuned model": 9.0, "report": 1.0}
 
 
 def test_cli_estimate_and_a_finished_comparison_keeps_predicted_and_actual(toy_csvs, tiny_model_dir, tmp_path):

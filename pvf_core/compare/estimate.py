@@ -9,7 +9,8 @@ machine at the moment of the estimate (so a busy machine gives a longer estimate
                          workspace, else START_SECONDS)
     each prompt arm      the prompts rendered exactly as the harness renders them: the shared prefix once, each
                          row's own tokens and its answer tokens, for the calibration rows, the test rows and the
-                         single queries timed for latency (each at the measured time of one query)
+                         single queries timed for latency (each at the measured time of one query); once, the
+                         harness's own measurement of the per-token cost
     fine-tuning          ``finetune.estimate`` (token counts of every training batch, validation checks, loading),
                          with a time per training token from a calibration measured on this machine when there
                          is a recent one, else the scoring time per token times TRAIN_TOKEN_FACTOR
@@ -30,10 +31,13 @@ import numpy as np
 
 START_KEY = "comparison start-up"  # jobs.remember_duration key: a comparison job's imports and model load
 START_SECONDS = 12.0  # before one was measured here: imports (torch, transformers, peft) and loading the model
-REPORT_SECONDS = 3.0  # build_comparison (bootstrap intervals) and the HTML report, for a few hundred test rows
+REPORT_SECONDS = 3.0  # the HTML report and the predictions CSV, for a few hundred test rows
 # Training (bf16, forward + backward + optimizer, LoRA) per computed token against scoring (fp32 forward, prefix
-# cached) per computed token, both measured in one process on the 2-core machine (see bench/bench_estimates.py).
-TRAIN_TOKEN_FACTOR = 3.0
+# cached) per computed token. Measured in one comparison on the busy 2-core machine (SST-2, 120 rows): scoring
+# 18.1 ms per token at its start; 28 training steps of 7,304 computed tokens and 6 validation checks took 168 s,
+# which this rule gives with a factor of 1.0 (bf16 runs about twice as fast as fp32, and backward costs about
+# twice the forward pass). Kept apart from bench/bench_estimates.py's five cases, which check it.
+TRAIN_TOKEN_FACTOR = 1.0
 # One generated token of text-to-text answers costs a forward pass of its batch; per token it costs this many
 # scored tokens (small batches use the cores less well).
 GENERATED_TOKEN_FACTOR = 4.0
@@ -197,7 +201,10 @@ def estimate_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[
     for k in shots:
         spec = base_spec.with_(shots=int(k), selection=default_selection(int(k), len(labels))[0])
         arms[spec.name()], tokens[spec.name()] = arm(spec)
-    parts["prompting"] = sum(arms.values())
+    # the harness measures the model's per-token cost once per process (evaluate.ms_per_token: the probe
+    # workload, warmed up, three times) when the first arm is scored
+    cost_probe = 4 * (PROBE_PREFIX + PROBE_ROWS * PROBE_ROW_TOKENS) * speed.ms_per_token / 1000
+    parts["prompting"] = sum(arms.values()) + cost_probe
     tuned_splits = type(splits)(train=train, validation=splits.validation, test=test, task=splits.task)
     trained = estimate(lora, tuned_splits, model, calibrate=False,  # train_lora's own default prompt
                        token_seconds=TRAIN_TOKEN_FACTOR * speed.ms_per_token / 1000)  # used without a calibration
@@ -251,12 +258,20 @@ class StageClock:
         if self.on_progress:
             self.on_progress(done, total, message)
 
+    def stop(self) -> None:
+        """Mark the end of the last stage (``run_comparison`` returned): its latency rows, which run after its
+        last progress report, and building the comparison count in it."""
+        self.stopped = time.perf_counter()
+
     def parts(self, started: float, finished: float | None = None) -> dict[str, float]:
         """Seconds per stage: start-up (``started`` to this clock's start), each stage from the previous one's last
-        report to its own last, and the rest (building the comparison, the report) as 'report'."""
+        report to its own last (the last stage to ``stop``), and the rest (writing the report) as 'report'."""
         finished = finished if finished is not None else time.perf_counter()
         out, before = {"start-up": round(self.ready - started, 1)}, self.ready
-        for stage, at in sorted(self.last.items(), key=lambda item: item[1]):
+        stages = sorted(self.last.items(), key=lambda item: item[1])
+        for i, (stage, at) in enumerate(stages):
+            if i == len(stages) - 1 and getattr(self, "stopped", None):
+                at = self.stopped
             out[stage], before = round(at - before, 1), at
         out["report"] = round(finished - before, 1)
         return out
