@@ -31,8 +31,8 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 
 # name, data set, training rows, test rows, shots, epochs
 CASES = [
-    ("sst2-small", "sst2", 80, 40, "0", 1.0),
-    ("ag_news-4shot", "ag_news", 120, 40, "0,4", 1.0),
+    ("sst2-small", "sst2", 96, 48, "0,2", 1.0),
+    ("ag_news-4shot", "ag_news", 100, 32, "0,4", 1.0),
     ("trec-similar-2ep", "trec", 160, 60, "0,2", 2.0),
     ("sms_spam-2ep", "sms_spam", 64, 80, "0,1", 2.0),
     ("sst2-200rows", "sst2", 200, 30, "4", 1.0),

@@ -9,6 +9,7 @@ from pvf_core.compare.estimate import estimate_comparison
 from pvf_core.data import load_dataset
 from pvf_core.errors import PvfError
 from pvf_core.finetune import preset_settings
+from pvf_core.store import workspace
 from ui import resources
 from ui.job_view import duration
 
@@ -16,8 +17,9 @@ ESTIMATE_TTL_SECONDS = 300  # the speed is measured again after this long (the m
 
 
 @st.cache_data(ttl=ESTIMATE_TTL_SECONDS, show_spinner="Estimating the time (measuring this machine's speed)…")
-def _comparison_estimate(dataset_id: int, model: str, shots: tuple[int, ...], max_train: int, limit: int,
-                         curve: bool, epochs: float | None) -> dict | str:
+def _comparison_estimate(workspace_key: str, dataset_id: int, model: str, shots: tuple[int, ...], max_train: int,
+                         limit: int, curve: bool, epochs: float | None) -> dict | str:
+    """``workspace_key`` keys the cache: dataset numbers are per workspace (each demo visitor has one)."""
     try:
         dataset = load_dataset(dataset_id)
         lora = preset_settings("balanced", seed=0, epochs=epochs)
@@ -30,8 +32,8 @@ def _comparison_estimate(dataset_id: int, model: str, shots: tuple[int, ...], ma
 def comparison_estimate(dataset_id: int, model: str, shots, max_train: int, limit: int, curve: bool,
                         epochs: float | None) -> None:
     """A caption with the standard comparison's estimated time, part by part (computed tokens x speed now)."""
-    found = _comparison_estimate(dataset_id, model, tuple(sorted(int(k) for k in shots)), int(max_train),
-                                 int(limit), bool(curve), epochs)
+    found = _comparison_estimate(str(workspace()), dataset_id, model, tuple(sorted(int(k) for k in shots)),
+                                 int(max_train), int(limit), bool(curve), epochs)
     if isinstance(found, str):
         st.caption(f"No time estimate: {found}")
         return

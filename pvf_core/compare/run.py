@@ -78,6 +78,7 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
         arm = Arm(name=spec.name(), prompt=spec, model=model)
         results.append(score(arm, test, loaded=loaded,
                              on_progress=lambda d, t, m, i=i: prompting(i * t + d, len(shots) * t, m)))
+        prompting(i + 1, len(shots), f"{arm.name} done")  # after its calibration and latency rows too
         infos.append(ArmInfo(arm.name, "prompt"))
     tuned_splits = type(splits)(train=train, validation=splits.validation, test=test, task=splits.task)
     trained = train_lora(lora, tuned_splits, model_name=model, output_dir=output_dir / "adapter",
