@@ -33,9 +33,11 @@ START_KEY = "comparison start-up"  # jobs.remember_duration key: a comparison jo
 START_SECONDS = 12.0  # before one was measured here: imports (torch, transformers, peft) and loading the model
 REPORT_SECONDS = 3.0  # the HTML report and the predictions CSV, for a few hundred test rows
 # Training (bf16, forward + backward + optimizer, LoRA) per computed token against scoring (fp32 forward, prefix
-# cached, ``evaluate.ms_per_token``) per computed token. Fitted on two comparisons on the busy 2-core machine
-# (SST-2 80 rows, 1 epoch: 2.2; AG News 120 rows, 1 epoch: 2.0), other runs than bench/bench_estimates.py's.
-TRAIN_TOKEN_FACTOR = 2.0
+# cached, ``evaluate.ms_per_token``) per computed token: about 1 (bf16 runs about twice as fast as fp32, and
+# backward costs about twice the forward pass). Measured once on the busy 2-core machine (SST-2, 120 rows, 28
+# steps: 168 s, which this rule gives at 1.0); bench/bench_estimates.py ran with 2.0 (fitted on two runs whose
+# speed probe was not warmed up) and overestimated training 1.5-2.7x; at 1.0 the same runs give 0.72-1.29.
+TRAIN_TOKEN_FACTOR = 1.0
 # One generated token of text-to-text answers costs a forward pass of its batch; per token it costs this many
 # scored tokens (small batches use the cores less well).
 GENERATED_TOKEN_FACTOR = 4.0
