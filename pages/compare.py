@@ -39,6 +39,7 @@ if chosen is None and finished:  # the newest finished comparison of this datase
     chosen = finished[0].id
     open_comparison(chosen)
 
+SEARCH_SECONDS = 120
 with st.expander("Run the standard comparison", expanded=chosen is None and not running):
     st.markdown("Scores a zero-shot prompt, a few-shot prompt and a LoRA fine-tuned model on the same test rows, "
                 "then recommends one.")
@@ -55,14 +56,20 @@ with st.expander("Run the standard comparison", expanded=chosen is None and not 
                    f"{limits.max_test_rows:,}.")
     curve = st.checkbox("Also draw a learning curve (trains on 16, 64, 256... rows; several times slower)",
                         key="cmp_curve")
+    search = st.checkbox(f"Also find the best prompt ({SEARCH_SECONDS // 60} minutes more): searched on the validation "
+                         "rows and scored on the same test rows, so fine-tuning is compared with prompting at its best",
+                         key="cmp_search")
     if shots and not running:
         estimates.comparison_estimate(dataset.id, state.selected_model(), shots, max_train, limit, curve,
                                       demo.capped_epochs("balanced"))
+        if search:
+            st.caption(f"Add about {SEARCH_SECONDS // 60} minutes for the prompt search (its time budget).")
     if st.button("Run the standard comparison", type="primary", disabled=bool(running) or not shots, key="cmp_run"):
         try:
             demo.check_can_start_job()
             run_id = start_comparison(dataset, model=state.selected_model(), shots=sorted(shots), max_train=int(max_train),
-                                      limit=int(limit), learning_curve=curve, epochs=demo.capped_epochs("balanced"))
+                                      limit=int(limit), learning_curve=curve, epochs=demo.capped_epochs("balanced"),
+                                      search_seconds=SEARCH_SECONDS if search else None)
         except PvfError as error:
             st.error(str(error))
         else:

@@ -19,7 +19,7 @@ from pvf_core.prompting import PromptSpec, check_prompt, default_selection, exam
 from pvf_core.report import budget_figure, version_history_figure
 from pvf_core.samples import SAMPLE_PROMPTS, is_sample_task
 from pvf_core.store import Store
-from ui import prompt_form, prompt_results, resources, state
+from ui import prompt_form, prompt_results, prompt_search, resources, state
 from ui.dataset import require_dataset
 from ui.rename_delete import rename_delete
 from ui.progress import ProgressBar
@@ -44,6 +44,7 @@ metric, second = ("accuracy", "macro_f1") if task == "classification" else ("chr
 presets = SAMPLE_PROMPTS if is_sample_task(dataset.labels) else {}
 prompt_form.restore(dataset, PromptSpec(task=task, labels=dataset.labels,
                                         selection=default_selection(4, len(dataset.labels))[0]))
+prompt_search.apply_pending(dataset, prompt_form.apply)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -144,6 +145,13 @@ with view_column:
     latest_quick = st.session_state.get(QUICK_KEY)
     if spec is not None and latest_quick and latest_quick["spec"] == spec.to_dict():
         prompt_results.quick_look(latest_quick)
+
+prompt_search.show(dataset, spec, loaded=lambda: resources.model(model_name),
+                   run_winner=lambda winner, progress: run_arm(winner, test, on_progress=progress),
+                   keep=lambda winner, result: keep_prompt_version(
+                       store, dataset.id, winner, result,
+                       name=f"v{len(store.list_prompt_versions(dataset.id)) + 1} (best prompt found: {winner.name()})"))
+history = prompt_history(store, dataset.id, task)
 
 st.header("Results")
 if history.empty:

@@ -177,6 +177,13 @@ def _inspect_summary(r: dict[str, Any]) -> str:
               help="Score a saved fine-tuned adapter (a fine-tuning run's folder) with the prompt and calibration "
                    "saved beside it, instead of a prompt.")
 @click.option("--limit", type=int, default=None, help="Score only the first N test rows.")
+@click.option("--search", "search", is_flag=True,
+              help="Search for a better prompt (instruction, answer words, examples, calibration) on the validation "
+                   "and training rows, then score the winner once on the test rows.")
+@click.option("--budget-seconds", type=float, default=120.0, show_default=True,
+              help="With --search: the time the search may take.")
+@click.option("--max-candidates", type=int, default=None,
+              help="With --search: try at most N prompts (the same prompts whatever the machine's speed).")
 @click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None,
               help="Write one row per test row: text,label,prediction (input,output,prediction for text-to-text).")
 @image_options("prompt")
@@ -184,7 +191,8 @@ def _inspect_summary(r: dict[str, Any]) -> str:
 @common_options
 @handle_errors
 def prompt(train_path: str, test_path: str, shots: int, selection: str | None, instruction: str, calibration: str,
-           adapter_dir: str | None, limit: int | None, predictions_path: str | None, images: str | None,
+           adapter_dir: str | None, limit: int | None, search: bool, budget_seconds: float,
+           max_candidates: int | None, predictions_path: str | None, images: str | None,
            test_images: str | None, describe: str | None, clip: str | None, templates: str | None, model: str,
            seed: int, as_json: bool, **columns: Any) -> None:
     """Score a prompt (zero- or few-shot) on the test rows: quality, speed, tokens and tips."""
@@ -215,13 +223,27 @@ def prompt(train_path: str, test_path: str, shots: int, selection: str | None, i
     else:
         spec = PromptSpec(task=splits.task, instruction=instruction, labels=list(splits.labels), shots=shots,
                           selection=selection, calibration=calibration, seed=seed)
+        loaded = load_model(model)
+        found = None
+        if search:
+            from .search import SearchSettings, search_prompt
+
+            found = search_prompt(loaded, spec, train=splits.train, validation=splits.validation,
+                                  settings=SearchSettings(budget_seconds=budget_seconds, seed=seed,
+                                                          max_candidates=max_candidates),
+                                  on_progress=_stderr_progress())
+            spec = found.spec
         result = evaluate(Arm(spec.name(), spec, model=model), test, task=splits.task, labels=spec.labels or None,
-                          train=splits.train, calibration_rows=splits.validation, loaded=load_model(model),
+                          train=splits.train, calibration_rows=splits.validation, loaded=loaded,
                           on_progress=_stderr_progress())
+        if found is not None:
+            result.search = found.to_dict()
     if predictions_path:
         result.predictions_frame(scores=False).to_csv(predictions_path, index=False)
     output = {**result.summary(), "seconds": round(time.perf_counter() - started, 3), "peak_rss_mb": peak_rss_mb(),
               "model": result.model, "seed": seed, "predictions": predictions_path, "adapter": adapter_dir}
+    if result.search:
+        output["search"] = result.search
     if splits.task != "classification":
         from .compare import unchanged_input_metrics
 
@@ -277,6 +299,13 @@ def _prompt_summary(r: dict[str, Any]) -> str:
 @click.option("--learning-rate", type=float, default=None, help="Fine-tuning learning rate (default: the Balanced preset).")
 @click.option("--rank", type=int, default=None, help="LoRA rank (default: the Balanced preset).")
 @click.option("--instruction", default="", help="The instruction every prompt and the fine-tuned model get (default: a generic one).")
+@click.option("--search", "search", is_flag=True,
+              help="Add a 'best prompt found' arm: prompts searched on the validation and training rows, the "
+                   "winner scored on the same test rows as every arm.")
+@click.option("--budget-seconds", type=float, default=120.0, show_default=True,
+              help="With --search: the time the prompt search may take.")
+@click.option("--max-candidates", type=int, default=None,
+              help="With --search: try at most N prompts (the same prompts whatever the machine's speed).")
 @click.option("--learning-curve/--no-learning-curve", default=False, show_default=True,
               help="Also train and prompt on 16, 64, 256... rows to see where fine-tuning overtakes prompting (slower).")
 @click.option("--output", type=click.Path(file_okay=False), default=None, help="Folder for the report, predictions and adapter (default: a new run folder in the workspace).")
@@ -291,7 +320,8 @@ def _prompt_summary(r: dict[str, Any]) -> str:
 @handle_errors
 def compare(train_path: str, test_path: str, validation: str | None, shots: str, max_train: int | None, limit: int | None,
             epochs: float | None, learning_rate: float | None, rank: int | None, instruction: str,
-            learning_curve: bool, output: str | None, predictions: str | None, run_id: int | None,
+            search: bool, budget_seconds: float, max_candidates: int | None, learning_curve: bool,
+            output: str | None, predictions: str | None, run_id: int | None,
             dataset_name: str | None, estimate_only: bool, images: str | None, test_images: str | None,
             describe: str | None, clip: str | None, method: str | None, model: str,
             seed: int, as_json: bool, **columns: Any) -> None:
@@ -319,11 +349,18 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
     overrides = {k: v for k, v in (("epochs", epochs), ("learning_rate", learning_rate), ("rank", rank)) if v is not None}
     lora = preset_settings("balanced", seed=seed, **overrides)
     settings = {"shots": shot_counts, "max_train": max_train, "limit": limit, "learning_curve": learning_curve,
-                "model": model, "seed": seed, "lora": lora.to_dict()}
+                "model": model, "seed": seed, "lora": lora.to_dict(),
+                "search": {"budget_seconds": budget_seconds, "max_candidates": max_candidates} if search else None}
+    search_settings = None
+    if search:
+        from .search import SearchSettings
+
+        search_settings = SearchSettings(budget_seconds=budget_seconds, seed=seed, max_candidates=max_candidates)
     from .compare.estimate import StageClock, estimate_own_run
 
     planning = {"model": model, "shots": shot_counts, "limit": limit, "seed": seed, "lora": lora,
-                "instruction": instruction, "learning_curve": learning_curve}
+                "instruction": instruction, "learning_curve": learning_curve,
+                "search_seconds": budget_seconds if search else 0.0}
     if estimate_only:
         planned = estimate_own_run(splits, started=started, **planning)
         return emit({**planned.to_dict(), "estimate": planned.summary()}, as_json, lambda r: "\n".join(r["messages"]))
@@ -335,6 +372,7 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
         report = StageClock(_stderr_progress(log))
         comparison = run_comparison(splits, model=model, shots=shot_counts, limit=limit, seed=seed, lora=lora,
                                     learning_curve=learning_curve, output_dir=folder, instruction=instruction,
+                                    search=search_settings,
                                     dataset=dataset_name or os.path.basename(train_path), on_progress=report,
                                     should_stop=log.should_stop)
         report.stop()

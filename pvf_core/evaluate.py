@@ -99,6 +99,7 @@ class EvalResult:
     ms_per_token: float = 0.0  # the model's measured time per computed token (same for arms of one model)
     memory_mb: float = 0.0  # this arm's inference memory: weights + the rise while scoring
     base_model: str = ""  # the base model's name (bundled, a folder or a hub id), without the adapter
+    search: dict | None = None  # how a searched prompt was found (``SearchResult.to_dict()``), else None
 
     @property
     def latency_ms(self) -> dict:
@@ -124,7 +125,7 @@ class EvalResult:
                 "computed_tokens_per_row": round(self.computed_tokens_per_row, 1),
                 "ms_per_token": round(self.ms_per_token, 4), "memory_mb": round(self.memory_mb, 1),
                 "peak_rss_mb": round(self.peak_rss_mb, 1), "budget": self.budget, "tips": self.tips,
-                "warnings": self.warnings, "spec": self.spec}
+                "warnings": self.warnings, "spec": self.spec} | ({"search": self.search} if self.search else {})
 
     def to_dict(self) -> dict:
         return asdict(self)

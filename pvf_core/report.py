@@ -285,6 +285,21 @@ def many_label_sections(comparison) -> list[tuple[str, str]]:
     return sections
 
 
+def search_sections(comparison) -> list[tuple[str, str]]:
+    """For each searched prompt arm: how it was found (the same lines as the Compare page)."""
+    import html
+
+    from .search import found_lines
+
+    sections = []
+    for r in comparison.results:
+        if getattr(r, "search", None):
+            lines = found_lines(r.search, r.metrics.get(r.search.get("metric")))
+            sections.append((f"How \u201c{r.arm}\u201d was found",
+                             "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"))
+    return sections
+
+
 def write_report(comparison, folder) -> dict[str, str]:
     """Write report.html (self-contained, charts embedded), predictions.csv and comparison.json."""
     import html
@@ -318,6 +333,7 @@ def write_report(comparison, folder) -> dict[str, str]:
         ("Charts", charts),
         *([("Where each arm goes wrong", wrong)] if confusions else []),
         *many_label_sections(comparison),
+        *search_sections(comparison),
         ("Rows where the arms disagree (first 50)", table_html(disagree, "rows")),
         ("Settings", f"<pre>{html.escape(json.dumps({'cost_model': comparison.to_dict()['cost_model'], 'priorities': comparison.to_dict()['priorities']}, indent=2))}</pre>"),
     ]

@@ -492,3 +492,18 @@ def _generate_batch(runner: _Runner, tokenizer: Any, rows: list[int], limits: li
         next_tokens = out.logits[:, -1].argmax(-1)
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in generated]
     return [(t.strip().split("\n")[0] if stop_at_newline else t).strip() for t in texts]
+
+
+def next_token_logprobs(loaded: Any, prompts: Sequence[Sequence[int]], *, batch_rows: int = 32) -> np.ndarray:
+    """The model's log-probabilities of every vocabulary token right after each prompt, [prompts, vocab].
+
+    Used to read which words the model itself would answer with (the prompt search's label words).
+    """
+    torch = _torch()
+    out = []
+    with torch.inference_mode():
+        runner = _Runner(loaded, prompts)
+        for start in range(0, len(prompts), batch_rows):
+            logprobs, *_ = runner.run(list(range(start, min(len(prompts), start + batch_rows))))
+            out.append(logprobs.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))

@@ -56,6 +56,7 @@ def test_parts_follow_the_work(tiny_model, tiny_model_dir):
     slower = plan(speed=est.Speed(ms_per_token=4.0, ms_per_query=100.0))
     assert slower.parts["prompting"] == pytest.approx(2 * base.parts["prompting"], rel=0.01)
     assert plan(learning_curve=True).parts["learning curve"] > 0
+    assert plan(search_seconds=60.0).parts["prompt search"] > 60.0
     summary = base.summary()
     assert summary["seconds"] == base.seconds and summary["parts"] == base.parts and summary["ms_per_token"] == 2.0
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from pvf_core.search import found_lines
 from pvf_core.compare import (
     CAUTION,
     Comparison,
@@ -66,6 +67,11 @@ def show(comparison: Comparison, folder: Path) -> None:
     st.dataframe(_readable_table(comparison), hide_index=True)
     for note in _table_notes(comparison):
         st.caption(note)
+    for result in comparison.results:
+        if getattr(result, "search", None):
+            with st.expander(f"How “{result.arm}” was found"):
+                for line in found_lines(result.search, result.metrics.get(result.search.get("metric"))):
+                    st.markdown(f"- {line}")
     st.plotly_chart(figures["quality"], key="cmp_quality")
     st.subheader("Is the difference real?")
     st.caption(f"Paired tests on {metric_name(comparison.metric)}, the deciding score: "

@@ -64,6 +64,7 @@ class ArmInfo:
     train_peak_rss_mb: float = 0.0
     adapter_mb: float = 0.0
     adapter_dir: str | None = None
+    search: dict | None = None  # how a searched prompt was found (``SearchResult.to_dict()``)
 
 
 def latency(result: Any) -> dict:

@@ -159,11 +159,14 @@ def latency_seconds(counted: dict, speed: Speed, rows: int = LATENCY_ROWS) -> fl
 def estimate_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] = (0, 4),
                         max_train: int | None = None, limit: int | None = None, seed: int = 0, lora: Any = None,
                         instruction: str = "", learning_curve: bool = False, loaded: Any = None,
-                        speed: Speed | None = None, start_seconds: float | None = None) -> ComparisonEstimate:
+                        speed: Speed | None = None, start_seconds: float | None = None,
+                        search_seconds: float = 0.0) -> ComparisonEstimate:
     """How long ``run_comparison`` with these arguments will take here, part by part (see the module doc).
 
     ``loaded``: the base model (loaded when not given); ``speed``: measured now when not given;
     ``start_seconds``: the start-up already spent (a job estimating itself), else the last measured one.
+    ``search_seconds``: the prompt search's time budget, when the comparison searches a prompt (plus scoring the
+    prompt it finds, counted as a zero-shot arm).
     """
     from ..calibration import FIT_ROWS_MAX
     from ..finetune import LoraSettings, estimate
@@ -205,6 +208,8 @@ def estimate_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[
         spec = base_spec.with_(shots=int(k), selection=default_selection(int(k), len(labels))[0])
         arms[spec.name()], tokens[spec.name()] = arm(spec)
     parts["prompting"] = sum(arms.values())
+    if search_seconds:
+        parts["prompt search"] = search_seconds + arm(base_spec)[0]
     tuned_splits = type(splits)(train=train, validation=splits.validation, test=test, task=splits.task)
     trained = estimate(lora, tuned_splits, model, calibrate=False,  # train_lora's own default prompt
                        token_seconds=TRAIN_TOKEN_FACTOR * speed.ms_per_token / 1000)  # used without a calibration

@@ -41,10 +41,13 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
                    limit: int | None = None, seed: int = 0, lora: Any = None, learning_curve: bool = False,
                    output_dir: str | Path | None = None, cost_model: CostModel | None = None,
                    priorities: Priorities | None = None, dataset: str = "", instruction: str = "",
-                   on_progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> Comparison:
+                   search: Any = None, on_progress: Progress | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Comparison:
     """The standard comparison: k-shot prompts and a LoRA fine-tune, all on the same test rows.
 
-    ``max_train`` and ``limit`` take the first rows of the train and test splits, as given.
+    ``max_train`` and ``limit`` take the first rows of the train and test splits, as given. ``search`` (a
+    ``SearchSettings``) adds the "best prompt found" arm: prompts searched on the validation and training
+    rows within its budget, the winner scored on the same test rows as every other arm.
     """
     import time
 
@@ -65,6 +68,8 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
     per_arm = len(test) + min(len(fitting) if fitting is not None else len(train), 200) + 30
     weights = {"prompting": float(per_arm * len(shots)), "fine-tuning": float(len(train) * lora.epochs * 1.5),
                "scoring the fine-tuned model": float(per_arm)}
+    if search is not None:
+        weights["prompt search"] = float(per_arm + search.budget_seconds * 10)
     if learning_curve:
         weights["learning curve"] = float(sum(learning_curve_sizes(len(train))[:-1]) * lora.epochs * 2 * CURVE_SEEDS)
     stages = _Stages(weights, on_progress)
@@ -80,6 +85,10 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
                              on_progress=lambda d, t, m, i=i: prompting(i * t + d, len(shots) * t, m)))
         prompting(i + 1, len(shots), f"{arm.name} done")  # after its calibration and latency rows too
         infos.append(ArmInfo(arm.name, "prompt"))
+    if search is not None:
+        results.append(_searched_arm(loaded, base_spec, train, fitting, test, search, model, score,
+                                     stages.step("prompt search"), should_stop))
+        infos.append(ArmInfo(results[-1].arm, "prompt", search=results[-1].search))
     tuned_splits = type(splits)(train=train, validation=splits.validation, test=test, task=splits.task)
     trained = train_lora(lora, tuned_splits, model_name=model, output_dir=output_dir / "adapter",
                          on_progress=_train_progress(stages.step("fine-tuning")), should_stop=should_stop)
@@ -100,6 +109,27 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
                                   seconds=time.perf_counter() - started, label_counts=dataset_label_counts(splits))
     comparison.save(output_dir)
     return comparison
+
+
+SEARCHED_ARM = "best prompt found"
+
+
+def _searched_arm(loaded: Any, start: Any, train: Any, validation: Any, test: Any, settings: Any, model: str,
+                  score: Callable, report: Progress, should_stop: Callable[[], bool] | None) -> Any:
+    """Search prompts on the validation and training rows, then score the winner on the test rows."""
+    from ..evaluate import Arm
+    from ..search import search_prompt
+
+    def searching(done: int, total: int, message: str) -> None:
+        report(done, total + 1, f"Searching prompts: {message}")
+
+    found = search_prompt(loaded, start, train=train, validation=validation, settings=settings,
+                          on_progress=searching, should_stop=should_stop)
+    result = score(Arm(name=SEARCHED_ARM, prompt=found.spec, model=model), test, loaded=loaded,
+                   on_progress=lambda d, t, m: report(int(settings.budget_seconds), int(settings.budget_seconds) + 1,
+                                                      f"Scoring the best prompt found: {m}"))
+    result.search = found.to_dict()
+    return result
 
 
 def dataset_label_counts(splits: Any) -> dict[str, int] | None:
@@ -250,17 +280,20 @@ def _unique_name(name: str, taken: Sequence[str]) -> str:
 
 def start_comparison(dataset: Any, *, model: str = "bundled", shots: Sequence[int] = (0, 4),
                      max_train: int | None = None, limit: int | None = None, learning_curve: bool = False,
-                     instruction: str = "", seed: int = 0, epochs: float | None = None, store: Any = None) -> int:
+                     instruction: str = "", seed: int = 0, epochs: float | None = None, store: Any = None,
+                     search_seconds: float | None = None) -> int:
     """Queue the standard comparison of a registered dataset as a background job; its run id.
 
-    ``epochs`` overrides the Balanced preset's passes (the public demo caps them).
+    ``epochs`` overrides the Balanced preset's passes (the public demo caps them); ``search_seconds`` adds
+    the "best prompt found" arm, searched within that many seconds.
     """
     from ..jobs import run_folder, submit, write_splits
     from ..store import Store
 
     store = store or Store()
     settings = {"shots": list(shots), "max_train": max_train, "limit": limit, "learning_curve": learning_curve,
-                "model": model, "seed": seed, "instruction": instruction, "epochs": epochs}
+                "model": model, "seed": seed, "instruction": instruction, "epochs": epochs,
+                "search_seconds": search_seconds}
     run_id = store.add_run("compare", dataset_id=dataset.id, name=f"standard comparison of {dataset.name}",
                            settings=settings, status="created")
     folder = run_folder(run_id)
@@ -276,4 +309,6 @@ def start_comparison(dataset: Any, *, model: str = "bundled", shots: Sequence[in
         args += ["--epochs", str(float(epochs))]
     if instruction:
         args += ["--instruction", instruction]
+    if search_seconds:
+        args += ["--search", "--budget-seconds", str(float(search_seconds))]
     return submit(args, kind="compare", run_id=run_id, store=store)

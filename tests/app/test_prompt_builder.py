@@ -274,3 +274,28 @@ def test_the_public_demo_scores_fewer_test_rows(monkeypatch, tiny_model_dir, dem
     run(at.button(key="pb_run").click())
     assert any(c.endswith("· 20 test rows") for c in texts(at.caption))
     assert len(frame_with(at, "model's answer")) == 20
+
+
+def test_find_a_better_prompt(builder, sample, monkeypatch):
+    from ui import prompt_search
+
+    monkeypatch.setattr(prompt_search, "MAX_CANDIDATES", 4)
+    at = builder
+    run(at.text_area(key="pb_instruction").set_value(INSTRUCTION))
+    run(at.button(key="pb_search_go").click())
+    store = Store()
+    (version,) = store.list_prompt_versions(sample.id)
+    assert "best prompt found" in version.name
+    (done,) = [s for s in texts(at.success) if s.startswith("Best prompt found")]
+    assert f"kept as **{version.name}**" in done and "validation rows" in done and "on the test rows" in done
+    assert f"{version.metrics['accuracy'] * 100:.1f} on the test rows" in done
+    kept = json.loads((Path(store.get_run(version.run_id).folder) / RESULT_FILE).read_text())
+    search = kept["search"]
+    assert search["selected_on"] == "validation" and search["candidates"] == 4 and search["evaluated"] >= 1
+    assert PromptSpec.from_dict(search["spec"]) == PromptSpec.from_dict(version.spec)
+    # the winner is in the form now
+    assert at.text_area(key="pb_instruction").value == version.spec["instruction"]
+    assert at.radio(key="pb_examples").value == {0: "none", 1: "one"}.get(version.spec["shots"], "few")
+    board = frame_with(at, "prompt tried")
+    assert len(board) == search["evaluated"] and board["score (%)"].max() <= 100
+    assert any(line in texts(at.markdown) for line in (f"- {x}" for x in search["explanation"]))

@@ -46,3 +46,23 @@ def test_build_a_prompt_and_score_it_on_the_test_set(app_url, page, tmp_path):
     expect(page.get_by_role("tab", name=re.compile(r"All versions \(\d+\)"))).to_be_visible()
     page.screenshot(path=str(tmp_path / "prompt-builder.png"), full_page=True)
     assert (tmp_path / "prompt-builder.png").stat().st_size > 10_000
+
+
+def test_find_a_better_prompt_on_the_sample(app_url, page, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(app_url)
+    page.get_by_role("button", name="Use this dataset").click()
+    page.get_by_role("link", name="Build a prompt").click()
+    expect(page.get_by_role("heading", name="Find a better prompt for me")).to_be_visible(timeout=WAIT)
+    page.get_by_role("button", name="Find a better prompt").click()  # the slider's least: 30 s
+    done = page.get_by_text("Best prompt found, kept as", exact=False)
+    expect(done).to_be_visible(timeout=RUN_TIMEOUT)
+    expect(done).to_contain_text("validation rows")
+    expect(done).to_contain_text("on the test rows")
+    expect(page.get_by_text("Calibration:", exact=False).first).to_be_visible()
+    page.get_by_text("Leaderboard:", exact=False).click()
+    expect(page.get_by_text("best third went on", exact=False)).to_be_visible()
+    expect(page.get_by_role("tab", name=re.compile(r"All versions \(\d+\)"))).to_be_visible()
+    page.screenshot(path=str(tmp_path / "prompt-search.png"), full_page=True)
+    assert (tmp_path / "prompt-search.png").stat().st_size > 10_000

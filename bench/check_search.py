@@ -1,0 +1,107 @@
+"""Does the prompt search beat the default 4-shot prompt on the test rows? Issue 14's "done when", via the CLI.
+
+For each data set (first 500 training rows, of which the CLI carves 10 % as validation rows; first 200 test
+rows, written to temporary files so every command sees the same rows) this runs
+
+- ``prompt --shots 4``: the default 4-shot prompt (the comparison's default arm), and
+- ``prompt --search --budget-seconds B``: the search (chosen on validation + training rows), its winner
+  scored once on the test rows,
+
+and prints both test scores (accuracy and macro-F1), the winner, its validation score, the search time and
+how many candidates were tried. The deciding metric is the comparison's: macro-F1 when the labels are
+unbalanced (SMS spam), else accuracy.
+
+    .venv/bin/python bench/check_search.py [--sets sst2,ag_news,trec,sms_spam] [--budget-seconds 120]
+                                           [--max-candidates N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = ROOT.parent / "shared" / "datasets"
+sys.path.insert(0, str(ROOT))
+
+
+def cli(*args: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "pvf_core", *map(str, args), "--json"], cwd=ROOT,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"pvf_core {args[0]} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def check(name: str, work: Path, budget: float, model: str, train_rows: int, test_rows: int,
+          max_candidates: int | None) -> dict:
+    from pvf_core.metrics import unbalanced
+
+    train = pd.read_csv(DATASETS / f"{name}_train.csv", keep_default_na=False).head(train_rows)
+    test = pd.read_csv(DATASETS / f"{name}_test.csv", keep_default_na=False).head(test_rows)
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    train.to_csv(folder / "train.csv", index=False)
+    test.to_csv(folder / "test.csv", index=False)
+    files = ("--train", folder / "train.csv", "--test", folder / "test.csv", "--model", model)
+    default = cli("prompt", *files, "--shots", 4)
+    started = time.perf_counter()
+    fixed = ("--max-candidates", max_candidates) if max_candidates else ()
+    searched = cli("prompt", *files, "--search", "--budget-seconds", budget, *fixed)
+    seconds = time.perf_counter() - started
+    metric = "macro_f1" if unbalanced(train["label"].astype(str).tolist()) else "accuracy"
+    search = searched["search"]
+    return {"set": name, "metric": metric,
+            "default_4shot": {k: round(default["metrics"][k], 3) for k in ("accuracy", "macro_f1")},
+            "default_arm": default["arm"],
+            "searched": {k: round(searched["metrics"][k], 3) for k in ("accuracy", "macro_f1")},
+            "searched_arm": searched["arm"], "beats_default": searched["metrics"][metric] > default["metrics"][metric],
+            "validation_score": search["validation_score"], "validation_rows": search["rows"],
+            "winner": search["leaderboard"][0]["candidate"] if search["leaderboard"] else "",
+            "winner_spec": {k: search["spec"][k] for k in ("instruction", "verbalizers", "shots", "selection",
+                                                          "example_style", "calibration")},
+            "search_seconds": search["seconds"], "command_seconds": round(seconds, 1),
+            "candidates": search["candidates"], "evaluated": search["evaluated"], "stopped": search["stopped"],
+            "explanation": search["explanation"], "warnings": [w["code"] for w in search["warnings"]]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default="sst2,ag_news,trec,sms_spam")
+    parser.add_argument("--budget-seconds", type=float, default=120.0)
+    parser.add_argument("--max-candidates", type=int, default=None,
+                        help="Fix how many prompts are tried (the same search whatever the machine's load).")
+    parser.add_argument("--model", default="bundled")
+    parser.add_argument("--train-rows", type=int, default=500)
+    parser.add_argument("--test-rows", type=int, default=200)
+    parser.add_argument("--json", dest="json_path", default=None, help="Also write the results to this file.")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as work:
+        for name in args.sets.split(","):
+            result = check(name, Path(work), args.budget_seconds, args.model, args.train_rows, args.test_rows,
+                           args.max_candidates)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    print("\n| data | metric | default 4-shot (acc / macro-F1) | searched (acc / macro-F1) | beats default | "
+          "validation score (rows) | winner | search s | candidates tried / planned |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        d, s = r["default_4shot"], r["searched"]
+        print(f"| {r['set']} | {r['metric']} | {d['accuracy']:.3f} / {d['macro_f1']:.3f} | "
+              f"{s['accuracy']:.3f} / {s['macro_f1']:.3f} | {r['beats_default']} | "
+              f"{r['validation_score']:.3f} ({r['validation_rows']}) | {r['winner']}; calibration "
+              f"{r['winner_spec']['calibration']} | {r['search_seconds']:.0f} | {r['evaluated']} / {r['candidates']} |")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
