@@ -11,7 +11,7 @@ from pvf_core.compare import (Comparison, comparable_runs, comparison_from_runs,
                               start_comparison)
 from pvf_core.errors import PvfError
 from pvf_core.store import Store
-from ui import comparison_view, job_view, state
+from ui import comparison_view, estimates, job_view, state
 from ui.dataset import require_dataset
 
 st.title("Compare prompting and fine-tuning")
@@ -42,7 +42,7 @@ if chosen is None and finished:  # the newest finished comparison of this datase
 SEARCH_SECONDS = 120
 with st.expander("Run the standard comparison", expanded=chosen is None and not running):
     st.markdown("Scores a zero-shot prompt, a few-shot prompt and a LoRA fine-tuned model on the same test rows, "
-                "then recommends one. On the sample data this takes a few minutes on a laptop.")
+                "then recommends one.")
     left, middle, right = st.columns(3)
     shots = left.multiselect("Prompt arms (examples shown)", [0, 1, 2, 4, 8], default=[0, 4], key="cmp_shots")
     n_train = limits.training_rows(len(dataset.splits.train))
@@ -59,6 +59,11 @@ with st.expander("Run the standard comparison", expanded=chosen is None and not 
     search = st.checkbox(f"Also find the best prompt ({SEARCH_SECONDS // 60} minutes more): searched on the validation "
                          "rows and scored on the same test rows, so fine-tuning is compared with prompting at its best",
                          key="cmp_search")
+    if shots and not running:
+        estimates.comparison_estimate(dataset.id, state.selected_model(), shots, max_train, limit, curve,
+                                      demo.capped_epochs("balanced"))
+        if search:
+            st.caption(f"Add about {SEARCH_SECONDS // 60} minutes for the prompt search (its time budget).")
     if st.button("Run the standard comparison", type="primary", disabled=bool(running) or not shots, key="cmp_run"):
         try:
             demo.check_can_start_job()
@@ -104,6 +109,7 @@ if chosen is not None:
         st.warning("That comparison is not in this workspace (any more).")
     else:
         comparison_view.show(Comparison.load(run.folder), Path(run.folder))
+        estimates.predicted_against_actual(run.timings)
         if demo.enabled():
             if st.button("Share a read-only copy", key="cmp_share", icon=":material/share:",
                          help="Makes a copy of this comparison with a link of its own. Whoever opens the link "

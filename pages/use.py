@@ -1,4 +1,5 @@
-"""Use it: try a text on every saved arm, label a new CSV with the chosen one, download it to run anywhere."""
+"""Use it: try a text on saved arms (prompt versions, fine-tuning runs, comparison arms), label a new CSV with the
+chosen one, download it to run anywhere."""
 
 import io
 
@@ -8,22 +9,22 @@ import streamlit as st
 from pvf_core import demo
 from pvf_core.data import plural, read_csv
 from pvf_core.errors import PvfError
-from pvf_core.export import (ArmPackage, export_saved, hub_id, label_frame, predict_texts, saved_arms,
-                             text_column_of, zip_export)
+from pvf_core.export import (ArmPackage, comparison_arms, export_saved, hub_id, label_frame, predict_texts,
+                             saved_arms, text_column_of, zip_export)
 from pvf_core.store import Store
 from ui import resources, state
 from ui.dataset import require_dataset
 from ui.progress import ProgressBar
 
 st.title("Use it")
-st.markdown("Try a text on every prompt and fine-tuned model you saved, label a new file with the one you "
-            "chose, and download it to run without PvF Studio.")
+st.markdown("Try a text on the prompts and fine-tuned models you saved and on the arms of your comparisons, "
+            "label a new file with the one you chose, and download it to run without PvF Studio.")
 dataset = require_dataset()
 store = Store()
-arms = saved_arms(store, dataset.id)
+arms = saved_arms(store, dataset.id) + comparison_arms(store, dataset.id)
 if not arms:
-    st.info("Nothing to use yet: score a prompt on the Prompt builder (each scored prompt is saved as a version) "
-            "or fine-tune a model in the wizard.")
+    st.info("Nothing to use yet: score a prompt on the Prompt builder (each scored prompt is saved as a version), "
+            "fine-tune a model in the wizard or run the standard comparison.")
     left, right = st.columns(2)
     left.page_link("pages/prompt_builder.py", label="Build a prompt", icon=":material/edit_note:")
     right.page_link("pages/finetune_wizard.py", label="Fine-tune the model", icon=":material/tune:")
@@ -52,12 +53,18 @@ def test_score(arm) -> str:
 
 
 st.header("1. Try a text")
+by_label = {arm.label: arm for arm in arms}
+newest = next((a.id for a in arms if a.kind == "comparison"), None)  # the newest comparison's arms by default
+picked = st.multiselect("Arms to answer with", list(by_label), key="use_try_arms",
+                        default=[a.label for a in arms if a.kind != "comparison" or a.id == newest],
+                        help="Saved prompt versions, fine-tuning runs and the arms of standard comparisons. Each "
+                             "fine-tuned arm loads its own copy of the model, so many take a while.")
 text = st.text_area("A text, as the model would read it", key="use_text",
                     placeholder=str(dataset.splits.test["text"].iloc[0])[:200])
-if st.button("Answer with every saved arm", type="primary", key="use_try", disabled=not text.strip()):
+if st.button("Answer with every chosen arm", type="primary", key="use_try", disabled=not text.strip() or not picked):
     rows = []
-    with st.spinner(f"Answering with {plural(len(arms), 'arm')}…"):
-        for arm in arms:
+    with st.spinner(f"Answering with {plural(len(picked), 'arm')}…"):
+        for arm in (by_label[label] for label in picked):
             try:
                 package = package_of(arm)
                 model, loaded = base_for(package)
@@ -70,9 +77,9 @@ if st.button("Answer with every saved arm", type="primary", key="use_try", disab
             rows.append({"Arm": arm.label, "Answer": found.predictions[0],
                          "How sure": None if sure is None else round(100 * sure, 1),
                          "Test score": test_score(arm), "Note": ""})
-    st.session_state["use_answers"] = {"text": text, "rows": rows}
+    st.session_state["use_answers"] = {"text": text, "rows": rows, "arms": picked}
 tried = st.session_state.get("use_answers")
-if tried and tried["text"] == text:
+if tried and tried["text"] == text and tried.get("arms") == picked:
     st.dataframe(pd.DataFrame(tried["rows"]), hide_index=True, column_config={
         "How sure": st.column_config.ProgressColumn(
             "How sure (%)", min_value=0, max_value=100, format="%.1f",
@@ -129,7 +136,8 @@ try:
 except PvfError as error:
     st.error(str(error))
 else:
+    stem = f"pvf-{chosen.kind}-{chosen.id}" + (f"-{folder.name}" if chosen.kind == "comparison" else "")
     st.download_button("Download the portable export (.zip)", zip_export(folder),
-                       f"pvf-{chosen.kind}-{chosen.id}.zip", "application/zip", key="use_download_export")
+                       f"{stem}.zip", "application/zip", key="use_download_export")
     with st.expander("The prompt, as plain text"):
         st.code((folder / "prompt.txt").read_text(encoding="utf-8"), language=None)

@@ -312,6 +312,8 @@ def _prompt_summary(r: dict[str, Any]) -> str:
 @click.option("--predictions", type=click.Path(dir_okay=False), default=None, help="Write one row per test row with a prediction_<arm> column per arm.")
 @click.option("--run-id", type=int, default=None, hidden=True, help="Internal: the job this process runs.")
 @click.option("--name", "dataset_name", default=None, help="The data's name in the report (default: the train file's name).")
+@click.option("--estimate", "estimate_only", is_flag=True,
+              help="Only estimate how long the comparison takes here (token counts x the speed measured now).")
 @image_options("compare")
 @column_options
 @common_options
@@ -320,8 +322,8 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
             epochs: float | None, learning_rate: float | None, rank: int | None, instruction: str,
             search: bool, budget_seconds: float, max_candidates: int | None, learning_curve: bool,
             output: str | None, predictions: str | None, run_id: int | None,
-            dataset_name: str | None, images: str | None, test_images: str | None, describe: str | None,
-            clip: str | None, method: str | None, model: str,
+            dataset_name: str | None, estimate_only: bool, images: str | None, test_images: str | None,
+            describe: str | None, clip: str | None, method: str | None, model: str,
             seed: int, as_json: bool, **columns: Any) -> None:
     """Run zero-shot, k-shot and LoRA arms on the same test rows; recommend one and write a report."""
     if images:
@@ -354,14 +356,26 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
         from .search import SearchSettings
 
         search_settings = SearchSettings(budget_seconds=budget_seconds, seed=seed, max_candidates=max_candidates)
+    from .compare.estimate import StageClock, estimate_own_run
+
+    planning = {"model": model, "shots": shot_counts, "limit": limit, "seed": seed, "lora": lora,
+                "instruction": instruction, "learning_curve": learning_curve,
+                "search_seconds": budget_seconds if search else 0.0}
+    if estimate_only:
+        planned = estimate_own_run(splits, started=started, **planning)
+        return emit({**planned.to_dict(), "estimate": planned.summary()}, as_json, lambda r: "\n".join(r["messages"]))
 
     def body(log: Any, folder: str) -> dict[str, Any]:
-        report = _stderr_progress(log)
+        planned = estimate_own_run(splits, started=started, **planning)  # kept beside what the run took
+        progress(planned.messages[0])
+        log.write({"event": "status", "status": "running", "message": f"Estimated: {planned.messages[0]}"})
+        report = StageClock(_stderr_progress(log))
         comparison = run_comparison(splits, model=model, shots=shot_counts, limit=limit, seed=seed, lora=lora,
                                     learning_curve=learning_curve, output_dir=folder, instruction=instruction,
                                     search=search_settings,
                                     dataset=dataset_name or os.path.basename(train_path), on_progress=report,
                                     should_stop=log.should_stop)
+        report.stop()
         paths = write_report(comparison, folder)
         if predictions:
             write_safe_csv(comparison.predictions_frame(), predictions)
@@ -376,13 +390,15 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
                 "report": paths["html"], "predictions_csv": paths["csv"], "comparison_json": paths["json"],
                 "metrics": {a["arm"]: a["metrics"].get(comparison.metric) for a in data["arms"]},
                 "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb(),
+                "estimate": planned.summary(), "predicted_seconds": planned.seconds,
+                "predicted_parts": planned.parts, "actual_parts": report.parts(started),
                 "world_size": int(os.environ.get("WORLD_SIZE", "1")), "device": model_device()} | (
                     {"unchanged_input": data["unchanged_input"]} if "unchanged_input" in data else {})
 
     default_folder = output or (None if run_id is not None else
                                 str(workspace_dir("runs", time.strftime("compare-%Y%m%d-%H%M%S"))))
     result = _as_job("compare", "standard comparison (command line)", settings, run_id, default_folder, body,
-                     timing_keys=("seconds", "peak_rss_mb"))
+                     timing_keys=("seconds", "peak_rss_mb", "predicted_seconds", "predicted_parts", "actual_parts"))
     emit(result, as_json, _compare_summary)
 
 
@@ -449,6 +465,8 @@ def _compare_summary(r: dict[str, Any]) -> str:
 @click.option("--predictions", type=click.Path(dir_okay=False), default=None, help="Write text,label,prediction for every test row.")
 @click.option("--background", is_flag=True, help="Queue the run as a background job and return at once (see its progress in the app).")
 @click.option("--estimate", "estimate_only", is_flag=True, help="Only estimate time and peak memory (runs a short calibration).")
+@click.option("--merged", is_flag=True, help="Also fold the adapter into a copy of the base model and save it (safetensors) "
+              "in OUTPUT/merged: a standalone model any Hugging Face tool loads, as large as the base model.")
 @click.option("--run-id", type=int, default=None, hidden=True, help="Internal: the job this process runs.")
 @image_options("finetune")
 @column_options
@@ -457,7 +475,7 @@ def _compare_summary(r: dict[str, Any]) -> str:
 def finetune(train_path: str, test_path: str, validation_path: str | None, max_train: int | None, limit: int | None,
              preset: str, epochs: float | None, learning_rate: float | None, rank: int | None,
              settings_path: str | None, instruction: str, prompt_path: str | None, output: str | None,
-             predictions: str | None, background: bool, estimate_only: bool, run_id: int | None,
+             predictions: str | None, background: bool, estimate_only: bool, merged: bool, run_id: int | None,
              images: str | None, test_images: str | None, method: str | None, model: str,
              seed: int, as_json: bool, **columns: Any) -> None:
     """Train a LoRA adapter on the training rows and score it on the test rows with the prompt harness."""
@@ -499,6 +517,11 @@ def finetune(train_path: str, test_path: str, validation_path: str | None, max_t
         return
     result = _finetune_as_job(splits, settings, prompt, model=model, run_id=run_id, output=output,
                               predictions=predictions, started=started, as_json=as_json)
+    if merged and result.get("status") == "done":
+        from .finetune import merge_run
+
+        progress("Folding the adapter into a copy of the base model...")
+        result["merged_dir"] = str(merge_run(result["adapter_dir"]))
     emit(result, as_json, _finetune_summary)
 
 

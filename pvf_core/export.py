@@ -450,16 +450,20 @@ EXPORT_DIR = "export"  # an arm's export, inside its run folder
 
 @dataclass
 class SavedArm:
-    """A prompt version or a finished fine-tuning run that can answer new rows."""
+    """A prompt version, a finished fine-tuning run or an arm of a standard comparison that can answer new rows."""
 
-    kind: str           # "prompt" | "finetune"
-    id: int             # the version id (prompt) or run id (finetune)
+    kind: str           # "prompt" | "finetune" | "comparison"
+    id: int             # the version id (prompt) or run id (finetune, comparison)
     name: str
     run_id: int | None
     metrics: dict
+    arm: str = ""       # comparison: the arm's name in it
+    source: str = ""    # comparison: the arm's kind there ("prompt" | "finetune")
 
     @property
     def label(self) -> str:
+        if self.kind == "comparison":
+            return f"Comparison #{self.id}: {self.arm}"
         return f"{'Prompt' if self.kind == 'prompt' else 'Fine-tuned'}: {self.name}"
 
 
@@ -471,6 +475,77 @@ def saved_arms(store: Any, dataset_id: int | None) -> list[SavedArm]:
         if run.folder and (Path(run.folder) / "adapter_model.safetensors").is_file():
             arms.append(SavedArm("finetune", run.id, run.name or f"run {run.id}", run.id, run.metrics))
     return arms
+
+
+def comparison_arms(store: Any, dataset_id: int | None) -> list[SavedArm]:
+    """The arms of a dataset's finished standard comparisons (newest comparison first, arms in their order).
+
+    Comparisons of runs already in the store are left out: their arms are those runs and versions. A fine-tuned
+    arm whose adapter is gone is left out too.
+    """
+    arms = []
+    for run in store.list_runs(kind="compare", dataset_id=dataset_id, status="done"):
+        data = _comparison_data(run)
+        if data is None or run.settings.get("shots") is None:
+            continue
+        for info, result in zip(data.get("arm_infos", []), data.get("results", [])):
+            if info.get("kind") == "finetune":
+                adapter = info.get("adapter_dir")
+                if not adapter or not (Path(adapter) / "adapter_model.safetensors").is_file():
+                    continue
+            elif info.get("kind") != "prompt" or not result.get("spec"):
+                continue
+            arms.append(SavedArm("comparison", run.id, info["name"], run.id, result.get("metrics") or {},
+                                 arm=info["name"], source=info["kind"]))
+    return arms
+
+
+def _comparison_data(run: Any) -> dict | None:
+    path = Path(run.folder) / "comparison.json" if run and run.folder else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def export_comparison_arm(run_id: int, arm_name: str, *, store: Any = None, loaded: Any = None) -> Path:
+    """The export of one arm of a standard comparison (written once inside the comparison's folder).
+
+    A fine-tuned arm's adapter folder becomes its export (it holds the run, its calibration and scores); a
+    prompt arm is exported with the comparison's training rows as its example pool, so it answers as scored.
+    """
+    from .compare.comparison import _eval_result
+    from .data import load_dataset
+    from .evaluate import Arm
+    from .prompting import PromptSpec
+    from .store import Store
+
+    store = store or Store()
+    run = store.get_run(run_id)
+    data = _comparison_data(run)
+    found = next(((i, r) for i, r in zip(data.get("arm_infos", []), data.get("results", []))
+                  if i.get("name") == arm_name), None) if data else None
+    if found is None:
+        raise SettingsError(f"There is no arm '{arm_name}' in comparison {run_id} (any more).",
+                            "Pick another arm, or run the comparison again.")
+    info, saved = found
+    if info.get("kind") == "finetune":
+        return export_finetune_run(info["adapter_dir"], loaded=loaded)
+    target = Path(run.folder) / EXPORT_DIR / re.sub(r"[^\w.-]+", "-", arm_name).strip("-")
+    if (target / PROMPT_FILE).is_file():
+        return target
+    result = _eval_result(saved)
+    dataset = load_dataset(run.dataset_id, store=store) if run.dataset_id is not None else None
+    pool = None
+    if dataset is not None:
+        max_train = run.settings.get("max_train")
+        pool = dataset.splits.train.head(int(max_train)) if max_train else dataset.splits.train
+    model = model_id_of(result.base_model or run.settings.get("model"))
+    arm = Arm(arm_name, PromptSpec.from_dict(result.spec), model=model)
+    return export_arm(target, arm, result, train=pool, loaded=loaded,
+                      text_column=dataset.mapping.text_column if dataset else None)
 
 
 def model_id_of(recorded: str | None) -> str:
@@ -530,6 +605,8 @@ def export_saved(arm: SavedArm, *, store: Any = None) -> Path:
     store = store or Store()
     if arm.kind == "prompt":
         return export_prompt_version(arm.id, store=store)
+    if arm.kind == "comparison":
+        return export_comparison_arm(arm.id, arm.arm, store=store)
     run = store.get_run(arm.id)
     if run is None or not run.folder:
         raise SettingsError(f"Run {arm.id} has no folder to export.")

@@ -167,3 +167,31 @@ def test_data_parallel_over_two_cpu_processes(tiny_learner_dir, toy_csvs, tmp_pa
     training = _launch([_tool("torchrun"), "--nproc_per_node", "2"], tiny_learner_dir, toy_csvs, tmp_path / "ddp",
                        workspace)
     assert training["train_rows"] == 108 and training["steps"] == 7  # 14 batches, one per process per step
+
+
+def test_merged_writes_a_standalone_model_that_answers_like_the_adapter(tiny_learner_dir, toy_csvs, tmp_path,
+                                                                         monkeypatch):
+    from pvf_core.evaluate import Arm, evaluate
+    from pvf_core.finetune import FinetuneRun
+
+    monkeypatch.setenv("PVF_DTYPE", "float32")  # the merge itself, not bf16 rounding of near-ties
+    train, test = toy_csvs
+    predictions = tmp_path / "predictions.csv"
+    done = invoke("finetune", "--train", train, "--test", test, "--model", tiny_learner_dir, "--limit", 20,
+                  "--max-train", 100, "--output", tmp_path / "run", "--predictions", predictions, "--merged",
+                  "--json", *TINY)
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    merged = tmp_path / "run" / "merged"
+    assert result["merged_dir"] == str(merged)
+    assert (merged / "model.safetensors").is_file() and (merged / "config.json").is_file()
+    assert not (merged / "adapter_config.json").exists()
+    for name in ("adapter_config.json", "predict.py", "prompt.txt", "prompt.json", "README.md"):  # the contract
+        assert (tmp_path / "run" / name).is_file(), name
+    run = FinetuneRun.load(tmp_path / "run")
+    standalone = evaluate(Arm("merged", run.prompt_spec(), model=str(merged)), pd.read_csv(test).head(20),
+                          task="classification")
+    with_adapter = evaluate(run.arm(), pd.read_csv(test).head(20), task="classification")
+    assert standalone.predictions == with_adapter.predictions
+    for a, b in zip(standalone.raw_label_scores, with_adapter.raw_label_scores):
+        assert a == pytest.approx(b, abs=1e-4)

@@ -83,6 +83,7 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
         arm = Arm(name=spec.name(), prompt=spec, model=model)
         results.append(score(arm, test, loaded=loaded,
                              on_progress=lambda d, t, m, i=i: prompting(i * t + d, len(shots) * t, m)))
+        prompting(i + 1, len(shots), f"{arm.name} done")  # after its calibration and latency rows too
         infos.append(ArmInfo(arm.name, "prompt"))
     if search is not None:
         results.append(_searched_arm(loaded, base_spec, train, fitting, test, search, model, score,

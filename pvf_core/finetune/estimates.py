@@ -93,7 +93,8 @@ CALIBRATION_MAX_AGE_S = 6 * 3600
 
 
 def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled", *, prompt: Any = None,
-             calibrate: bool = True, test_rows: int | None = None) -> Estimate:
+             calibrate: bool = True, test_rows: int | None = None,
+             token_seconds: float | None = None) -> Estimate:
     """Time and peak memory of ``train_lora`` + the test evaluation, from token counts and a calibration.
 
     The calibration runs a few training steps of this run's batch shapes in a separate process on this
@@ -115,6 +116,8 @@ def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled"
     plan = _plan(train, settings)
     cached = _calibration(model_name, settings, plan, run=calibrate)
     rough = _rough(facts, plan, where)
+    if token_seconds:
+        rough["token_seconds"] = token_seconds
     n_val = min(len(splits.validation), settings.validation_rows)
     checks = plan["steps"] // eval_interval(settings, plan["steps_per_epoch"]) + 1
     if cached:

@@ -32,6 +32,9 @@ def test_standard_comparison_end_to_end(app):
     run(at.number_input(key="cmp_max_train").set_value(48))
     run(at.number_input(key="cmp_limit").set_value(16))
     run(at.multiselect(key="cmp_shots").set_value([0]))
+    # the time it will take, before it starts: the parts of the comparison from its tokens and the speed now
+    (planned,) = [m.value for m in at.markdown if m.value.startswith("**Estimated time here: about")]
+    assert "prompting" in planned and "fine-tuning" in planned and "scoring the fine-tuned model" in planned
     run(at.button(key="cmp_run").click())
     compare_runs = [r for r in jobs.active_jobs() if r.kind == "compare"] or \
         [r for r in jobs.Store().list_runs(kind="compare")]
@@ -44,6 +47,11 @@ def test_standard_comparison_end_to_end(app):
     assert at.query_params.get("comparison") == [str(compare_runs[0].id)] or \
         at.query_params.get("comparison") == str(compare_runs[0].id)
     assert len(at.dataframe) >= 2  # the metrics table and the disagreement explorer
+    # predicted against actual, kept with the run
+    (timed,) = [e.label for e in at.expander if e.label.startswith("Time: predicted")]
+    timings = jobs.Store().get_run(compare_runs[0].id).timings
+    assert timings["predicted_seconds"] > 0 and timings["actual_parts"]["fine-tuning"] > 0
+    assert "× the estimate" in timed
     assert not any("different models" in i.value for i in at.info)  # the LoRA arm runs on the prompts' model
     labels = [b.label for b in at.get("download_button")]
     assert {"Report (HTML)", "Predictions (CSV)", "Everything (JSON)"} <= set(labels)

@@ -100,3 +100,59 @@ def test_the_export_zip_holds_a_runnable_folder(sample, tiny_model_dir):
     version = keep(sample, tiny_model_dir, PromptSpec(instruction="Which team?", labels=list(sample.splits.labels)))
     names = zipfile.ZipFile(io.BytesIO(zip_export(export_prompt_version(version.id)))).namelist()
     assert {"predict.py", "prompt.txt", "prompt.json", "calibration.json", "README.md", "scores.json"} <= set(names)
+
+
+@pytest.fixture
+def compared(sample, tiny_model_dir, tmp_path):
+    """A finished standard comparison of the sample (zero-shot and LoRA, tiny model), kept in the store."""
+    from pvf_core.compare import run_comparison
+    from pvf_core.finetune import preset_settings
+
+    store = Store()
+    run_id = store.add_run("compare", dataset_id=sample.id, name="standard comparison", status="running",
+                           settings={"shots": [0], "max_train": 48, "limit": 8, "model": str(tiny_model_dir)})
+    folder = tmp_path / f"compare-{run_id}"
+    splits = sample.splits
+    splits = type(splits)(train=splits.train.head(48), validation=splits.validation, test=splits.test,
+                          task=splits.task)
+    comparison = run_comparison(splits, model=str(tiny_model_dir), shots=(0,), limit=8, output_dir=folder,
+                                lora=preset_settings("quick", epochs=1), dataset=sample.name)
+    store.update_run(run_id, folder=str(folder), status="done")
+    return run_id, comparison
+
+
+def test_the_arms_of_a_comparison_answer_as_they_were_scored(sample, compared, tiny_model_dir, monkeypatch):
+    from pvf_core.export import comparison_arms, export_comparison_arm
+
+    run_id, comparison = compared
+    names = [r.arm for r in comparison.results]
+    assert [a.label for a in comparison_arms(Store(), sample.id)] == [f"Comparison #{run_id}: {n}" for n in names]
+    at = use_page(sample, tiny_model_dir, monkeypatch)
+    assert at.multiselect(key="use_try_arms").value == [f"Comparison #{run_id}: {n}" for n in names]
+
+    row = 3  # a scored test row: every arm gives the answer the comparison reported for it
+    text = str(comparison.results[0].texts[row])
+    run(at.text_area(key="use_text").set_value(text))
+    run(at.button(key="use_try").click())
+    (table,) = [d.value for d in at.dataframe if "Arm" in d.value.columns]
+    assert list(table["Arm"]) == [f"Comparison #{run_id}: {n}" for n in names]
+    assert list(table["Answer"]) == [r.predictions[row] for r in comparison.results]
+    assert not any(table["Note"])
+
+    # only the chosen arms answer
+    run(at.multiselect(key="use_try_arms").set_value([f"Comparison #{run_id}: {names[-1]}"]))
+    run(at.button(key="use_try").click())
+    (table,) = [d.value for d in at.dataframe if "Arm" in d.value.columns]
+    assert list(table["Arm"]) == [f"Comparison #{run_id}: {names[-1]}"]
+
+    # label a file with the fine-tuned arm of the comparison
+    tuned = f"Comparison #{run_id}: {names[-1]}"
+    rows = pd.DataFrame({"body": [str(t) for t in comparison.results[-1].texts[:3]]})
+    run(at.selectbox(key="use_arm").set_value(tuned))
+    run(at.file_uploader(key="use_upload").set_value(("new.csv", rows.to_csv(index=False).encode(), "text/csv")))
+    run(at.button(key="use_run").click())
+    shown = next(d.value for d in at.dataframe if "prediction" in d.value.columns)
+    assert list(shown["prediction"]) == comparison.results[-1].predictions[:3]
+    export = export_comparison_arm(run_id, names[-1])
+    assert (export / "adapter_model.safetensors").is_file() and (export / "predict.py").is_file()
+    assert "Download the portable export (.zip)" in {b.proto.label for b in at.get("download_button")}
