@@ -8,7 +8,7 @@ is chosen for each candidate from the same scores (none, content-free or fitted,
 cross-fitting), so it multiplies no work.
 
 ``search_prompt`` spends a time budget by successive halving: every candidate on a few selection rows,
-the best third on three times as many, and so on until one is left or the rows run out. A candidate's
+the best third (at least two) on three times as many, and so on until the rows run out. A candidate's
 scores on earlier rows are kept, so a rung only scores the rows it adds. The selection rows are the
 validation rows, topped up with training rows (a training row is never shown to itself as an example),
 and never a test row: the winner is scored on the test rows once, afterwards, by the harness.
@@ -86,7 +86,7 @@ class SearchSettings:
     styles: tuple = STYLE_CHOICES
     first_rows: int = 16  # rows every candidate is scored on first
     keep_fraction: float = 1 / 3  # share of candidates kept at each rung
-    max_rows: int = 150  # selection rows at most (validation first, topped up with training rows)
+    max_rows: int = 300  # selection rows at most (validation first, topped up with training rows)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -517,7 +517,8 @@ def search_prompt(loaded: Any, start: PromptSpec, *, train: pd.DataFrame | None,
         alive, finished_rung = done_here, level
         if len(alive) <= 1 or level == len(sizes) - 1:
             break
-        keep = max(1, int(math.ceil(len(alive) * settings.keep_fraction)))
+        # the best third goes on, but at least two: the last choice is made between two on all the rows
+        keep = max(2, int(math.ceil(len(alive) * settings.keep_fraction)))
         alive = _ranked(planned, alive, upto)[:keep]
     if finished_rung < 0 or not alive:
         raise SearchStopped("The search stopped before any prompt was scored.",
