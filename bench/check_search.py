@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,14 +29,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def cli(*args: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "pvf_core", *map(str, args), "--json"], cwd=ROOT,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"pvf_core {args[0]} failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+from check_comparisons import cli  # noqa: E402  (this folder is on sys.path when run as a script)
 
 
 def check(name: str, work: Path, budget: float, model: str, train_rows: int, test_rows: int,

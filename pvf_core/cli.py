@@ -45,6 +45,27 @@ def column_options(command: Callable) -> Callable:
     return command
 
 
+def search_options(search_help: str) -> Callable[[Callable], Callable]:
+    """--search, --budget-seconds and --max-candidates (prompt and compare)."""
+    def add(command: Callable) -> Callable:
+        command = click.option("--max-candidates", type=int, default=None,
+                               help="With --search: try at most N prompts (the same prompts whatever the "
+                                    "machine's speed).")(command)
+        command = click.option("--budget-seconds", type=float, default=120.0, show_default=True,
+                               help="With --search: the time the prompt search may take.")(command)
+        return click.option("--search", "search", is_flag=True, help=search_help)(command)
+    return add
+
+
+def search_settings(search: bool, budget_seconds: float, max_candidates: int | None, seed: int) -> Any:
+    """The ``SearchSettings`` the search options ask for, or None without --search."""
+    if not search:
+        return None
+    from .search import SearchSettings
+
+    return SearchSettings(budget_seconds=budget_seconds, seed=seed, max_candidates=max_candidates)
+
+
 def columns_from(options: dict[str, Any]) -> dict[str, Any]:
     """Map the column options onto ``suggest_mapping`` arguments."""
     text = options.get("input_column") or options.get("text_column")
@@ -177,13 +198,8 @@ def _inspect_summary(r: dict[str, Any]) -> str:
               help="Score a saved fine-tuned adapter (a fine-tuning run's folder) with the prompt and calibration "
                    "saved beside it, instead of a prompt.")
 @click.option("--limit", type=int, default=None, help="Score only the first N test rows.")
-@click.option("--search", "search", is_flag=True,
-              help="Search for a better prompt (instruction, answer words, examples, calibration) on the validation "
-                   "and training rows, then score the winner once on the test rows.")
-@click.option("--budget-seconds", type=float, default=120.0, show_default=True,
-              help="With --search: the time the search may take.")
-@click.option("--max-candidates", type=int, default=None,
-              help="With --search: try at most N prompts (the same prompts whatever the machine's speed).")
+@search_options("Search for a better prompt (instruction, answer words, examples, calibration) on the validation and "
+                "training rows, then score the winner once on the test rows.")
 @click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False), default=None,
               help="Write one row per test row: text,label,prediction (input,output,prediction for text-to-text).")
 @image_options("prompt")
@@ -226,11 +242,10 @@ def prompt(train_path: str, test_path: str, shots: int, selection: str | None, i
         loaded = load_model(model)
         found = None
         if search:
-            from .search import SearchSettings, search_prompt
+            from .search import search_prompt
 
             found = search_prompt(loaded, spec, train=splits.train, validation=splits.validation,
-                                  settings=SearchSettings(budget_seconds=budget_seconds, seed=seed,
-                                                          max_candidates=max_candidates),
+                                  settings=search_settings(search, budget_seconds, max_candidates, seed),
                                   on_progress=_stderr_progress())
             spec = found.spec
         result = evaluate(Arm(spec.name(), spec, model=model), test, task=splits.task, labels=spec.labels or None,
@@ -299,13 +314,8 @@ def _prompt_summary(r: dict[str, Any]) -> str:
 @click.option("--learning-rate", type=float, default=None, help="Fine-tuning learning rate (default: the Balanced preset).")
 @click.option("--rank", type=int, default=None, help="LoRA rank (default: the Balanced preset).")
 @click.option("--instruction", default="", help="The instruction every prompt and the fine-tuned model get (default: a generic one).")
-@click.option("--search", "search", is_flag=True,
-              help="Add a 'best prompt found' arm: prompts searched on the validation and training rows, the "
-                   "winner scored on the same test rows as every arm.")
-@click.option("--budget-seconds", type=float, default=120.0, show_default=True,
-              help="With --search: the time the prompt search may take.")
-@click.option("--max-candidates", type=int, default=None,
-              help="With --search: try at most N prompts (the same prompts whatever the machine's speed).")
+@search_options("Add a 'best prompt found' arm: prompts searched on the validation and training rows, the winner "
+                "scored on the same test rows as every arm.")
 @click.option("--learning-curve/--no-learning-curve", default=False, show_default=True,
               help="Also train and prompt on 16, 64, 256... rows to see where fine-tuning overtakes prompting (slower).")
 @click.option("--output", type=click.Path(file_okay=False), default=None, help="Folder for the report, predictions and adapter (default: a new run folder in the workspace).")
@@ -351,11 +361,7 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
     settings = {"shots": shot_counts, "max_train": max_train, "limit": limit, "learning_curve": learning_curve,
                 "model": model, "seed": seed, "lora": lora.to_dict(),
                 "search": {"budget_seconds": budget_seconds, "max_candidates": max_candidates} if search else None}
-    search_settings = None
-    if search:
-        from .search import SearchSettings
-
-        search_settings = SearchSettings(budget_seconds=budget_seconds, seed=seed, max_candidates=max_candidates)
+    searching = search_settings(search, budget_seconds, max_candidates, seed)
     from .compare.estimate import StageClock, estimate_own_run
 
     planning = {"model": model, "shots": shot_counts, "limit": limit, "seed": seed, "lora": lora,
@@ -372,7 +378,7 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
         report = StageClock(_stderr_progress(log))
         comparison = run_comparison(splits, model=model, shots=shot_counts, limit=limit, seed=seed, lora=lora,
                                     learning_curve=learning_curve, output_dir=folder, instruction=instruction,
-                                    search=search_settings,
+                                    search=searching,
                                     dataset=dataset_name or os.path.basename(train_path), on_progress=report,
                                     should_stop=log.should_stop)
         report.stop()

@@ -470,12 +470,17 @@ def _classification_report(references: list[str], predictions: list[str], raw_pr
 
 def _generate(spec: PromptSpec, loaded: Any, renderer: Renderer, prompts: list[list[int]], texts: list[str],
               references: list[str], clock: _Clock, should_stop: Callable[[], bool] | None) -> dict:
-    # A row's answer may be at most twice its input plus a little: small models otherwise ramble on.
-    limits = [min(spec.max_answer_tokens, 2 * len(renderer.encode(t)) + 16) for t in texts]
+    limits = answer_limits(spec, renderer, texts)
     predictions = generate_answers(loaded, prompts, max_new_tokens=limits, stop_ids=renderer.stop_ids(),
                                    stop_at_newline=spec.stop_at_newline, on_batch=clock, should_stop=should_stop)
     return {"metrics": text_metrics(references, predictions), "predictions": predictions, "limits": limits,
             "answer_tokens_per_row": float(np.mean([len(renderer.encode(p)) for p in predictions]))}
+
+
+def answer_limits(spec: PromptSpec, renderer: Renderer, texts: Sequence[str]) -> list[int]:
+    """Each row's longest answer in tokens: at most twice its input plus a little (small models otherwise
+    ramble on), and never more than the spec allows."""
+    return [min(spec.max_answer_tokens, 2 * len(renderer.encode(t)) + 16) for t in texts]
 
 
 def _label_warnings(spec: PromptSpec, references: list[str]) -> list[dict]:

@@ -38,6 +38,8 @@ from .prompting import (
     examples_for,
     select_examples,
 )
+from .compare.stats import metric_name
+from .evaluate import _choice_metric, _Prompter, answer_limits
 from .scoring import Stopped
 
 Progress = Callable[[int, int, str], None]
@@ -354,8 +356,6 @@ class _Judge:
 
     def __init__(self, loaded: Any, rows: pd.DataFrame, pool: pd.DataFrame | None, task: str,
                  should_stop: Callable[[], bool]) -> None:
-        from .evaluate import _choice_metric
-
         self.loaded, self.rows, self.pool, self.task, self.should_stop = loaded, rows, pool, task, should_stop
         self.texts = [str(t) for t in rows["text"]]
         self.references = [str(x) for x in rows["label"]]
@@ -404,14 +404,13 @@ class _Judge:
                 for i, row in zip(group, score_labels(self.loaded, prompts, answers, should_stop=self.should_stop)):
                     scores[i] = row
             return scores
-        limits = [min(spec.max_answer_tokens, 2 * len(renderer.encode(t)) + 16) for t in texts]
+        limits = answer_limits(spec, renderer, texts)
         prompts = self._prompts(spec, renderer, texts, self.loaded.context_length - spec.max_answer_tokens)
         return generate_answers(self.loaded, prompts, max_new_tokens=limits, stop_ids=renderer.stop_ids(),
                                 stop_at_newline=spec.stop_at_newline, should_stop=self.should_stop)
 
     def _prompts(self, spec: PromptSpec, renderer: Renderer, texts: list[str], room: int) -> list[list[int]]:
-        example_sets = [examples_for(self.pool, ids) for ids in select_examples(spec, self.pool, texts)]
-        return [renderer.prompt_ids(text, examples, max_tokens=room) for text, examples in zip(texts, example_sets)]
+        return _Prompter(spec, renderer, self.pool, room).prompts(texts)[0]
 
     def _groups(self, spec: PromptSpec, renderer: Renderer, texts: list[str],
                 room: int) -> list[tuple[list[int], list[list[int]]]]:
@@ -534,7 +533,7 @@ def search_prompt(loaded: Any, start: PromptSpec, *, train: pd.DataFrame | None,
         selection_rows=counts, candidates=len(planned), evaluated=len(evaluated),
         budget_seconds=settings.budget_seconds, seconds=time.perf_counter() - started,
         stopped=stopped[0] if stopped else None, start_score=None if start_score is None else round(start_score, 4),
-        leaderboard=leaderboard(planned, sizes), explanation=explain(start, planned[0], winner, upto, judge.metric),
+        leaderboard=leaderboard(planned, sizes), explanation=explain(start, planned[0], winner, upto, judge.metric, counts),
         warnings=_warnings(judge, planned, ranking, upto, counts), words=model_words)
 
 
@@ -631,9 +630,10 @@ def leaderboard(planned: list[Candidate], sizes: list[int]) -> list[dict]:
 
 # -- explaining the result ----------------------------------------------------------------------------------
 
-def explain(start: PromptSpec, first: Candidate, winner: Candidate, rows: int, metric: str) -> list[str]:
+def explain(start: PromptSpec, first: Candidate, winner: Candidate, rows: int, metric: str,
+            counts: dict) -> list[str]:
     """What changed from the starting prompt to the winner, and what it did on the selection rows."""
-    name = {"accuracy": "accuracy", "macro_f1": "macro-F1", "chrf": "chrF"}.get(metric, metric)
+    name = metric_name(metric)
     spec = winner.spec
     lines = []
     if winner is first:
@@ -658,14 +658,21 @@ def explain(start: PromptSpec, first: Candidate, winner: Candidate, rows: int, m
                             "taken out)."}.get(method, f"Calibration: {method}."))
     before = first.scores.get(rows)
     if before is not None and winner is not first:
-        lines.append(f"On the same {rows} validation rows it scored {_shown(winner.scores[rows], metric)} {name} "
+        lines.append(f"On the same {rows_phrase(rows, counts)} it scored {_shown(winner.scores[rows], metric)} {name} "
                      f"against {_shown(before, metric)} for your prompt.")
     elif winner is not first:
         dropped_at, dropped_score = first.best() if first.scores else (0, 0.0)
-        lines.append(f"It scored {_shown(winner.scores[rows], metric)} {name} on {rows} validation rows; your "
+        lines.append(f"It scored {_shown(winner.scores[rows], metric)} {name} on {rows_phrase(rows, counts)}; your "
                      f"prompt was dropped after the first {dropped_at} rows, where it scored "
                      f"{_shown(dropped_score, metric)}.")
     return lines
+
+
+def rows_phrase(rows: int, counts: dict) -> str:
+    """What the selection rows are, in words: they are validation rows topped up with training rows."""
+    if not counts.get("train"):
+        return f"{rows} validation rows"
+    return f"{rows} rows (drawn from {counts.get('validation', 0)} validation rows and {counts['train']} training rows)"
 
 
 def _shown(score: float, metric: str) -> str:
@@ -694,12 +701,12 @@ def _warnings(judge: _Judge, planned: list[Candidate], ranking: list[int], rows:
 def found_lines(search: dict, test_score: float | None) -> list[str]:
     """How a searched arm was found, in plain lines (the Compare page and the report say the same)."""
     scale, unit = (1.0, "") if search.get("metric") == "chrf" else (100.0, "%")
-    name = {"accuracy": "accuracy", "macro_f1": "macro-F1", "chrf": "chrF"}.get(search.get("metric"), "score")
+    name = metric_name(search.get("metric", "accuracy"))
     spec = PromptSpec.from_dict(search["spec"])
     lines = [f"{search['evaluated']} of {search['candidates']} planned prompts were tried in {search['seconds']:.0f} s "
              f"(budget {search['budget_seconds']:.0f} s), chosen on validation rows, never on the test rows.",
              f"The winner ({spec.name()}, calibration {spec.calibration}) scored {name} "
-             f"{search['validation_score'] * scale:.1f}{unit} on {search['rows']} validation rows"
+             f"{search['validation_score'] * scale:.1f}{unit} on {rows_phrase(search['rows'], search.get('selection_rows', {}))}"
              + (f" and {test_score * scale:.1f}{unit} on the test rows." if test_score is not None else ".")]
     lines += [line for line in search.get("explanation", []) if not line.startswith("On the same")]
     lines += [w["message"] for w in search.get("warnings", [])]

@@ -11,7 +11,8 @@ import streamlit as st
 from pvf_core import demo
 from pvf_core.errors import PvfError
 from pvf_core.prompting import PromptSpec
-from pvf_core.search import SearchSettings, search_prompt
+from pvf_core.compare.stats import metric_name
+from pvf_core.search import SearchSettings, rows_phrase, search_prompt
 
 RESULT_KEY = "pb_search"  # the last search: explanation, leaderboard, scores, version name (plain data)
 PENDING_KEY = "pb_search_apply"  # the winner's spec, put into the form at the top of the next run
@@ -19,7 +20,7 @@ MAX_CANDIDATES: int | None = None  # None: as many as the budget allows (tests f
 DEFAULT_BUDGET = 120
 DEMO_BUDGET = 60
 LEADERBOARD_COLUMNS = {"rank": "#", "candidate": "prompt tried", "calibration": "calibration", "score": "score (%)",
-                       "rows": "validation rows", "ms_per_row": "ms per row"}
+                       "rows": "rows judged", "ms_per_row": "ms per row"}
 
 
 def apply_pending(dataset: Any, apply: Callable[[PromptSpec, Any], None]) -> None:
@@ -98,10 +99,10 @@ def _show_result(last: dict) -> None:
     search = last["search"]
     metric = search["metric"]
     scale = 1 if metric == "chrf" else 100
-    name = {"accuracy": "accuracy", "macro_f1": "macro-F1", "chrf": "chrF"}.get(metric, metric)
+    name = metric_name(metric)
     test_score = last["metrics"].get(metric)
     st.success(f"Best prompt found, kept as **{last['version']}** and put into the form: {name} "
-               f"{search['validation_score'] * scale:.1f} on {search['rows']} validation rows, "
+               f"{search['validation_score'] * scale:.1f} on {rows_phrase(search['rows'], search['selection_rows'])}, "
                f"{test_score * scale:.1f} on the test rows (scored once, after choosing).")
     for line in search["explanation"]:
         st.markdown(f"- {line}")
