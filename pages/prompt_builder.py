@@ -151,7 +151,6 @@ prompt_search.show(dataset, spec, loaded=lambda: resources.model(model_name),
                    keep=lambda winner, result: keep_prompt_version(
                        store, dataset.id, winner, result,
                        name=f"v{len(store.list_prompt_versions(dataset.id)) + 1} (best prompt found: {winner.name()})"))
-history = prompt_history(store, dataset.id, task)
 
 st.header("Results")
 if history.empty:
