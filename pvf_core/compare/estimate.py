@@ -29,6 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..finetune.estimates import _duration
+
 START_KEY = "comparison start-up"  # jobs.remember_duration key: a comparison job's imports and model load
 START_SECONDS = 12.0  # before one was measured here: imports (torch, transformers, peft) and loading the model
 REPORT_SECONDS = 3.0  # the HTML report and the predictions CSV, for a few hundred test rows
@@ -239,14 +241,6 @@ def _curve_seconds(sizes: Sequence[int], full: int, parts: dict, prompt: float, 
     scaled from the full-size parts (training in proportion to the rows, scoring as at full size)."""
     return sum(seeds * (prompt + parts["fine-tuning"] * n / max(full, 1) + parts["scoring the fine-tuned model"])
                for n in sizes[:-1])
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class StageClock:
