@@ -362,7 +362,7 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
                 "model": model, "seed": seed, "lora": lora.to_dict(),
                 "search": {"budget_seconds": budget_seconds, "max_candidates": max_candidates} if search else None}
     searching = search_settings(search, budget_seconds, max_candidates, seed)
-    from .compare.estimate import StageClock, estimate_own_run
+    from .compare.estimate import StageClock, estimate_own_run, stage_weights
 
     planning = {"model": model, "shots": shot_counts, "limit": limit, "seed": seed, "lora": lora,
                 "instruction": instruction, "learning_curve": learning_curve,
@@ -375,12 +375,13 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
         planned = estimate_own_run(splits, started=started, **planning)  # kept beside what the run took
         progress(planned.messages[0])
         log.write({"event": "status", "status": "running", "message": f"Estimated: {planned.messages[0]}"})
-        report = StageClock(_stderr_progress(log))
+        report = StageClock(predicted=planned.parts)
+        report.on_progress = _stderr_progress(log, time_left=report.time_left)  # time left from the estimate
         comparison = run_comparison(splits, model=model, shots=shot_counts, limit=limit, seed=seed, lora=lora,
                                     learning_curve=learning_curve, output_dir=folder, instruction=instruction,
                                     search=searching,
                                     dataset=dataset_name or os.path.basename(train_path), on_progress=report,
-                                    should_stop=log.should_stop)
+                                    should_stop=log.should_stop, stage_weights=stage_weights(planned.parts))
         report.stop()
         paths = write_report(comparison, folder)
         if predictions:
@@ -398,13 +399,16 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
                 "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb(),
                 "estimate": planned.summary(), "predicted_seconds": planned.seconds,
                 "predicted_parts": planned.parts, "actual_parts": report.parts(started),
+                "predicted_latency": planned.latency,
+                "actual_latency": {r.arm: round(sum(r.latencies_ms or []) / 1000, 2) for r in comparison.results},
                 "world_size": int(os.environ.get("WORLD_SIZE", "1")), "device": model_device()} | (
                     {"unchanged_input": data["unchanged_input"]} if "unchanged_input" in data else {})
 
     default_folder = output or (None if run_id is not None else
                                 str(workspace_dir("runs", time.strftime("compare-%Y%m%d-%H%M%S"))))
     result = _as_job("compare", "standard comparison (command line)", settings, run_id, default_folder, body,
-                     timing_keys=("seconds", "peak_rss_mb", "predicted_seconds", "predicted_parts", "actual_parts"))
+                     timing_keys=("seconds", "peak_rss_mb", "predicted_seconds", "predicted_parts", "actual_parts",
+                                  "predicted_latency", "actual_latency"))
     emit(result, as_json, _compare_summary)
 
 
@@ -420,8 +424,10 @@ def _parse_shots(text: str) -> list[int]:
     return values
 
 
-def _stderr_progress(log: Any = None) -> Callable[[int, int, str], None]:
-    """Progress to stderr (each new percent) and, in a job, to its progress log with an ETA."""
+def _stderr_progress(log: Any = None, time_left: Callable[[], tuple[float, float] | None] | None = None
+                     ) -> Callable[[int, int, str], None]:
+    """Progress to stderr (each new percent) and, in a job, to its progress log with an ETA: from ``time_left``
+    (seconds, pace: the estimate's rest at the pace so far) when it gives one, else from the share done."""
     started, last = time.perf_counter(), {"percent": -1}
 
     def report(done: int, total: int, message: str) -> None:
@@ -431,10 +437,15 @@ def _stderr_progress(log: Any = None) -> Callable[[int, int, str], None]:
         last["percent"] = int(percent)
         elapsed = time.perf_counter() - started
         eta = elapsed * (100 - percent) / percent if percent > 0 else None
-        progress(f"[{int(percent):3d}%] {message}")
+        pace = None
+        estimated = time_left() if time_left else None
+        if estimated is not None:
+            eta, pace = estimated
+        progress(f"[{int(percent):3d}%] {message}" + (f" (about {eta:.0f} s left)" if pace is not None else ""))
         if log is not None:
             log.write({"event": "progress", "step": done, "total_steps": total, "percent": round(percent, 1),
-                       "eta_seconds": round(eta, 1) if eta is not None else None, "message": message})
+                       "eta_seconds": round(eta, 1) if eta is not None else None, "message": message}
+                      | ({"pace": round(pace, 2)} if pace is not None else {}))
     return report
 
 

@@ -337,6 +337,7 @@ class JobStatus:
     status: str
     percent: float = 0.0
     eta_seconds: float | None = None
+    pace: float | None = None  # a comparison's time so far over its estimate's (its eta is the estimate's rest x it)
     step: int = 0
     total_steps: int = 0
     epoch: float = 0.0
@@ -375,8 +376,8 @@ def job_status(run_id: int, store: Store | None = None) -> JobStatus:
         if kind == "progress":
             if event.get("message"):
                 status.message = event["message"]
-            for key in ("percent", "eta_seconds", "step", "total_steps", "epoch", "train_loss", "learning_rate",
-                        "examples_per_second"):
+            for key in ("percent", "eta_seconds", "pace", "step", "total_steps", "epoch", "train_loss",
+                        "learning_rate", "examples_per_second"):
                 if event.get(key) is not None:
                     setattr(status, key, event[key])
             if event.get("val_loss") is not None:

@@ -40,7 +40,8 @@ def test_counted_tokens_are_the_tokens_the_harness_computes(tiny_model, shots, s
 def test_parts_follow_the_work(tiny_model, tiny_model_dir):
     def plan(**changes):
         arguments = {"model": str(tiny_model_dir), "shots": (0, 4), "limit": 30, "loaded": tiny_model,
-                     "speed": SPEED, "start_seconds": 5.0, "lora": preset_settings("balanced", epochs=1)} | changes
+                     "speed": SPEED, "start_seconds": 5.0, "lora": preset_settings("balanced", epochs=1),
+                     "sample": 0} | changes
         return est.estimate_comparison(arguments.pop("data", splits()), **arguments)
 
     base = plan()

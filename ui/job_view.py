@@ -117,9 +117,18 @@ def _progress(status: jobs.JobStatus, steps: list[dict]) -> tuple[float, str]:
         text = f"{status.percent:.0f}% · step {status.step} of {status.total_steps}"
     if status.eta_seconds:
         text += f" · about {duration(status.eta_seconds)} left"
+        if status.pace is not None:  # a comparison: the estimate's remaining stages at the pace so far
+            text += f" ({pace_words(status.pace)})"
     elif status.status == "running" and not steps[-1].get("message"):
         text += " · measuring the speed; the time left shows after a few steps"
     return min(status.percent / 100, 1.0), text
+
+
+def pace_words(pace: float) -> str:
+    """How a comparison's time left was made: its estimate's rest, rescaled by the pace so far."""
+    if abs(pace - 1) < 0.1:
+        return "by the estimate, on pace so far"
+    return f"by the estimate, the work so far taking {pace:.1f}× its predicted time"
 
 
 def ago(timestamp: float) -> str:

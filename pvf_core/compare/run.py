@@ -42,12 +42,15 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
                    output_dir: str | Path | None = None, cost_model: CostModel | None = None,
                    priorities: Priorities | None = None, dataset: str = "", instruction: str = "",
                    search: Any = None, on_progress: Progress | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> Comparison:
+                   should_stop: Callable[[], bool] | None = None,
+                   stage_weights: dict[str, float] | None = None) -> Comparison:
     """The standard comparison: k-shot prompts and a LoRA fine-tune, all on the same test rows.
 
     ``max_train`` and ``limit`` take the first rows of the train and test splits, as given. ``search`` (a
     ``SearchSettings``) adds the "best prompt found" arm: prompts searched on the validation and training
-    rows within its budget, the winner scored on the same test rows as every other arm.
+    rows within its budget, the winner scored on the same test rows as every other arm. ``stage_weights``
+    (seconds per stage, ``estimate.stage_weights``) weigh the overall progress by the predicted time when they
+    cover every stage.
     """
     import time
 
@@ -72,6 +75,8 @@ def run_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[int] 
         weights["prompt search"] = float(per_arm + search.budget_seconds * 10)
     if learning_curve:
         weights["learning curve"] = float(sum(learning_curve_sizes(len(train))[:-1]) * lora.epochs * 2 * CURVE_SEEDS)
+    if stage_weights and all(stage_weights.get(name, 0) > 0 for name in weights):
+        weights = {name: float(stage_weights[name]) for name in weights}
     stages = _Stages(weights, on_progress)
     loaded = load_model(model)
     prompting = stages.step("prompting")
