@@ -14,7 +14,7 @@ from pvf_core.errors import PvfError
 from pvf_core.finetune import (DEFAULT_PRESET, PRESETS, LoraSettings, cap_rows, estimate, finetune_warnings,
                                preset_settings)
 from pvf_core.store import Store
-from ui import finetune_result, job_view, resources, settings_form, state
+from ui import estimates, finetune_result, job_view, resources, settings_form, state
 from ui.dataset import require_dataset
 from ui.rename_delete import rename_delete
 
@@ -157,7 +157,8 @@ with setup:
     else:
         try:
             resources.tokenizer(model)  # loaded once per process, by one thread (transformers' first import)
-            found = estimate(settings, splits, model, calibrate=False)
+            speed = estimates.training_speed(model)  # this machine's measured speed, not the model-size rule
+            found = estimate(settings, splits, model, calibrate=False, token_seconds=speed)
         except PvfError as error:
             st.error(str(error))
     if found is not None:
@@ -173,14 +174,17 @@ with setup:
             st.error(next(m for m in found.messages if "would not fit" in m))
         if not found.calibrated:
             left, right = st.columns([3, 1], vertical_alignment="center")
-            left.caption("A rough guess from the model's size and the number of tokens: this machine's speed "
+            left.caption("From this machine's scoring speed measured now and the number of tokens; training "
+                         "steps of these settings were not timed yet. Measuring times them." if speed else
+                         "A rough guess from the model's size and the number of tokens: this machine's speed "
                          "was not measured yet for this model.")
             took = jobs.remembered_duration(f"measure:{model}")  # what it really took here last time
-            label = f"Measure (took {job_view.duration(took)} last time)" if took else \
-                f"Measure (about {job_view.duration(found.calibration_seconds)})"
+            label = f"Measure (about {job_view.duration(found.calibration_seconds)})"
             if right.button(label, key="ftw_calibrate", use_container_width=True,
-                            help="Loads the model for training and times a few training steps, the largest batch "
-                                 "included, on this machine."):
+                            help="Loads the model for training in a new process and times a few training steps, "
+                                 "the largest batch included, on this machine: its start-up and load as measured "
+                                 "the last time, the steps at the speed measured now."
+                                 + (f" It took {job_view.duration(took)} last time." if took else "")):
                 with st.spinner("Loading the model and timing a few training steps on this machine…"):
                     began = time.monotonic()
                     try:

@@ -587,7 +587,7 @@ def _finetune_as_job(splits: Any, settings: Any, prompt: Any, *, model: str, run
     return _as_job("finetune", f"LoRA r={settings.rank} (command line)", settings.to_dict(), run_id, output, body,
                    timing_keys=("seconds", "train_seconds", "train_examples_per_second", "ms_per_example",
                                 "peak_rss_mb", "predicted_seconds", "predicted_peak_mb", "predicted_rough",
-                                "world_size", "device"))
+                                "predicted_train_seconds", "world_size", "device"))
 
 
 def _as_job(kind: str, name: str, settings: dict, run_id: int | None, output: str | None,
@@ -689,16 +689,19 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
 
 
 def _predicted(settings: Any, splits: Any, model: str, prompt: Any) -> dict[str, Any]:
-    """The estimate as it stood before the run (a cached calibration or the rough rule), kept in the run's
-    timings beside what the run took, so its details can show predicted against actual."""
+    """The estimate as it stood before the run (a cached calibration, else the speed measured here last, else the
+    rough rule), kept in the run's timings beside what the run took, so its details can show predicted against
+    actual."""
+    from .compare.estimate import training_token_seconds
     from .finetune import estimate
 
     try:
-        found = estimate(settings, splits, model, prompt=prompt, calibrate=False)
+        found = estimate(settings, splits, model, prompt=prompt, calibrate=False,
+                         token_seconds=training_token_seconds(model))
     except PvfError:
         return {}
     return {"predicted_seconds": found.total_seconds, "predicted_peak_mb": found.peak_mb,
-            "predicted_rough": found.rough}
+            "predicted_rough": found.rough, "predicted_train_seconds": found.train_seconds}
 
 
 def _use_threads(count: int) -> None:

@@ -155,3 +155,43 @@ def cli_group():
     from pvf_core.cli import cli
 
     return cli
+
+
+def test_a_training_runs_details_show_its_training_predicted_against_actual():
+    from streamlit.testing.v1 import AppTest
+
+    def page():
+        from ui.finetune_result import _predicted_against_actual
+
+        _predicted_against_actual({"predicted_seconds": 120.0, "predicted_peak_mb": 2048.0, "predicted_rough": True,
+                                   "predicted_train_seconds": 80.0, "train_seconds": 95.0, "seconds": 150.0,
+                                   "peak_rss_mb": 2560.0})
+
+    at = AppTest.from_function(page).run()
+    assert [c.value for c in at.caption] == [
+        "Predicted (rough guess) against actual: 120 s against 150 s (training 80 s against 95 s); peak memory "
+        "2.0 GB against 2.5 GB."]
+
+
+def test_a_comparisons_details_show_its_latency_rows_predicted_against_actual():
+    from streamlit.testing.v1 import AppTest
+
+    def page():
+        from ui.estimates import predicted_against_actual
+
+        predicted_against_actual({"predicted_seconds": 100.0, "seconds": 120.0,
+                                  "predicted_parts": {"prompting": 40.0, "fine-tuning": 60.0},
+                                  "actual_parts": {"prompting": 50.0, "fine-tuning": 70.0},
+                                  "predicted_latency": {"zero-shot": 3.0}, "actual_latency": {"zero-shot": 4.5}})
+
+    at = AppTest.from_function(page).run()
+    table = at.dataframe[0].value
+    assert list(table["part"]) == ["prompting", "fine-tuning", "  of which zero-shot's latency rows"]
+    assert list(table["took (s)"]) == [50.0, 70.0, 4.5]
+
+
+def test_the_training_estimate_uses_the_kept_speed(tiny_model_dir, workspace):
+    assert est.training_token_seconds(str(tiny_model_dir)) is None  # nothing kept, nothing to load
+    est.remember_speed(str(tiny_model_dir), est.Speed(ms_per_token=3.0, ms_per_query=0.0))
+    assert est.training_token_seconds(str(tiny_model_dir)) == pytest.approx(est.TRAIN_TOKEN_FACTOR * 0.003)
+    assert est.remembered_speed(str(tiny_model_dir), max_age_s=-1) is None  # too old

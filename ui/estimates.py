@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pvf_core.compare.estimate import estimate_comparison
+from pvf_core.compare.estimate import LATENCY_ROWS, estimate_comparison, training_token_seconds
 from pvf_core.data import load_dataset
 from pvf_core.errors import PvfError
 from pvf_core.finetune import preset_settings
@@ -29,6 +29,20 @@ def _comparison_estimate(workspace_key: str, dataset_id: int, model: str, shots:
         return error.message
 
 
+@st.cache_data(ttl=ESTIMATE_TTL_SECONDS, show_spinner="Measuring this machine's speed…")
+def _training_speed(workspace_key: str, model: str) -> float | None:
+    try:
+        return training_token_seconds(model, load=lambda: resources.model(model))
+    except PvfError:
+        return None
+
+
+def training_speed(model: str) -> float | None:
+    """Seconds per training token for the fine-tuning estimate: the speed the comparison estimate measured last
+    (kept in the workspace for an hour), else measured now (loads the model once per process)."""
+    return _training_speed(str(workspace()), model)
+
+
 def comparison_estimate(dataset_id: int, model: str, shots, max_train: int, limit: int, curve: bool,
                         epochs: float | None) -> None:
     """A caption with the standard comparison's estimated time, part by part (computed tokens x speed now)."""
@@ -38,11 +52,15 @@ def comparison_estimate(dataset_id: int, model: str, shots, max_train: int, limi
         st.caption(f"No time estimate: {found}")
         return
     parts = ", ".join(f"{name} {duration(seconds)}" for name, seconds in found["parts"].items())
+    latency = sum((found.get("latency") or {}).values())
     st.markdown(f"**Estimated time here: about {duration(found['seconds'])}** ({parts}).",
                 help="Tokens the comparison will compute (the prompts as they will be rendered, every training "
                      f"batch) times this machine's speed measured now ({found['speed']['ms_per_token']:.2f} ms per "
-                     f"scored token); training speed from {found['basis']}. Early stopping can end training "
-                     "sooner; other work on the machine makes it slower.")
+                     f"scored token); training speed from {found['basis']}. Each arm also answers its first "
+                     f"{LATENCY_ROWS} test rows one query at a time to measure latency (about {duration(latency)} in "
+                     "all, timed on a few of those queries now). Early stopping can end training sooner; other "
+                     "work on the machine makes it slower. While it runs, the time left is this estimate's rest, "
+                     "rescaled by how long the work so far took against it.")
 
 
 def predicted_against_actual(timings: dict) -> None:
@@ -55,6 +73,9 @@ def predicted_against_actual(timings: dict) -> None:
         parts, took = timings.get("predicted_parts") or {}, timings.get("actual_parts") or {}
         rows = [{"part": name, "predicted (s)": parts.get(name), "took (s)": took.get(name)}
                 for name in list(dict.fromkeys([*parts, *took]))]
+        latency, timed = timings.get("predicted_latency") or {}, timings.get("actual_latency") or {}
+        rows += [{"part": f"  of which {arm}'s latency rows", "predicted (s)": latency.get(arm),
+                  "took (s)": timed.get(arm)} for arm in dict.fromkeys([*latency, *timed])]
         st.dataframe(pd.DataFrame(rows), hide_index=True)
         st.caption("Predicted when the comparison started, from the tokens it would compute and the speed "
                    "measured then; other work on the machine and early stopping move the actual time.")

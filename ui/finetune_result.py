@@ -96,6 +96,10 @@ def _predicted_against_actual(timings: dict) -> None:
     def took(seconds: float) -> str:
         return f"{seconds:,.0f} s" if seconds < 600 else duration(seconds)
 
+    training = ""
+    if timings.get("predicted_train_seconds") and timings.get("train_seconds"):
+        training = (f" (training {took(timings['predicted_train_seconds'])} against "
+                    f"{took(timings['train_seconds'])})")
     st.caption(f"Predicted ({kind}) against actual: {took(timings['predicted_seconds'])} against "
-               f"{took(timings['seconds'])}; peak memory {timings.get('predicted_peak_mb', 0) / 1024:.1f} GB "
-               f"against {timings.get('peak_rss_mb', 0) / 1024:.1f} GB.")
+               f"{took(timings['seconds'])}{training}; peak memory {timings.get('predicted_peak_mb', 0) / 1024:.1f} "
+               f"GB against {timings.get('peak_rss_mb', 0) / 1024:.1f} GB.")

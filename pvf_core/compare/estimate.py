@@ -213,13 +213,13 @@ def remembered_speed(model: str, max_age_s: float) -> Speed | None:
 SPEED_MAX_AGE_S = 3600  # the wizard measures again when the speed kept is older (the machine's load changes)
 
 
-def training_token_seconds(model: str, loaded: Any = None, max_age_s: float = SPEED_MAX_AGE_S) -> float | None:
+def training_token_seconds(model: str, load: Any = None, max_age_s: float = SPEED_MAX_AGE_S) -> float | None:
     """Seconds per training token as the comparison estimate counts them (TRAIN_TOKEN_FACTOR x the scoring time
-    per token): from the speed kept in the workspace when recent, else measured now on ``loaded`` (the batched
-    probe only, a second or two), else None."""
+    per token): from the speed kept in the workspace when recent, else measured now on the model ``load()``
+    returns (the batched probe only, a second or two once loaded), else None."""
     speed = remembered_speed(model, max_age_s)
-    if speed is None and loaded is not None:
-        speed = measure_speed(loaded, single=False)
+    if speed is None and load is not None:
+        speed = measure_speed(load(), single=False)
         remember_speed(model, speed)
     return TRAIN_TOKEN_FACTOR * speed.ms_per_token / 1000 if speed else None
 

@@ -79,8 +79,11 @@ ROUGH_LOAD_FIXED_S = 2.0      # model's calibration measured 10 s to load and wr
 # try one thread and all threads count CALIBRATION_PROBE_FACTOR times a step at the rough rate: on a busy
 # machine one of the two thread counts is several times slower. Measured for 500 SST-2 rows (balanced): the
 # calibration took 156 s; this rule says 116 s (the fixed "about 20 s" the wizard showed was 8x short).
+# Once a calibration ran here, its measured start-up (imports: its wall time less its load and steps) and load
+# replace CALIBRATION_START_S and the rough load time (``STARTUP_FILE`` in the workspace's calibration folder).
 CALIBRATION_START_S = 25.0
 CALIBRATION_PROBE_FACTOR = 4.0
+STARTUP_FILE = "startup.json"
 # The calibration process holds less than a real run (the data, the validation scorer's batches, the saved
 # checkpoint), and a real run's heap grows over hundreds of steps of varied shapes: glibc keeps what was
 # freed (sampled RSS climbs steadily through an epoch; forcing large blocks back to the OS halved the speed).
@@ -101,6 +104,9 @@ def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled"
     machine (its own duration is estimated in ``calibration_seconds``; cached per model, device and shape in
     the workspace); ``calibrate=False`` uses a cached one or a rough rule scaled to the model's size (read
     from its config) and the device. ``fits`` is false when the peak would exceed the memory available now.
+    ``token_seconds``: without a calibration, the training time per computed token to use instead of the
+    model-size rule (e.g. ``compare.estimate.training_token_seconds``: the scoring speed measured on this
+    machine); the calibration's own duration is then counted at that speed too.
     """
     from ..models import device as model_device
     from ..models import load_tokenizer, model_facts
@@ -115,9 +121,7 @@ def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled"
         raise DataError("There are no training rows to fine-tune on.")
     plan = _plan(train, settings)
     cached = _calibration(model_name, settings, plan, run=calibrate)
-    rough = _rough(facts, plan, where)
-    if token_seconds:
-        rough["token_seconds"] = token_seconds
+    rough = _rough(facts, plan, where, token_seconds=token_seconds, model_name=model_name)
     n_val = min(len(splits.validation), settings.validation_rows)
     checks = plan["steps"] // eval_interval(settings, plan["steps_per_epoch"]) + 1
     if cached:
@@ -144,7 +148,11 @@ def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled"
         messages.append(f"This run would not fit: it needs about {peak_mb / 1024:.1f} GB but only "
                         f"{available / 1024:.1f} GB are free. Lower the batch size or the max length, or close "
                         "other programs.")
-    if not cached:
+    if not cached and token_seconds:
+        messages.append(f"From the speed measured on this machine ({token_seconds * 1000:.2f} ms per training "
+                        "token, from the scoring speed): no training steps were timed for these settings yet; "
+                        f"measuring takes about {_duration(rough['calibration_seconds'])}.")
+    elif not cached:
         messages.append(f"A rough guess from the model's size ({facts.describe()}): no calibration has run "
                         "for this model on this machine yet; measuring takes about "
                         f"{_duration(rough['calibration_seconds'])}.")
@@ -158,14 +166,19 @@ def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled"
                     calibration_seconds=0.0 if cached else round(rough["calibration_seconds"], 1))
 
 
-def _rough(facts: Any, plan: dict, where: str) -> dict:
-    """Step time per token, load time, peak memory and the calibration's own duration, from the model's size."""
+def _rough(facts: Any, plan: dict, where: str, token_seconds: float | None = None, model_name: str = "") -> dict:
+    """Step time per token, load time, peak memory and the calibration's own duration, from the model's size
+    (``token_seconds``: a measured time per training token instead; a calibration's start-up and load measured
+    here before replace the rules for them)."""
     dtype_bytes = 2 if str(train_dtype()) in ("torch.bfloat16", "torch.float16") else 4
     flops = ROUGH_GPU_FLOPS if where == "cuda" else ROUGH_FLOPS
-    token_seconds = 6 * facts.parameters / flops     # forward + backward: about 6 FLOPs per parameter per token
+    # forward + backward: about 6 FLOPs per parameter per token
+    token_seconds = token_seconds or 6 * facts.parameters / flops
     weights = facts.weights_mb(dtype_bytes)
     file_mb = facts.file_mb or facts.weights_mb(2)   # a hub model is usually stored in 16-bit
-    load_seconds = ROUGH_LOAD_FIXED_S + file_mb / ROUGH_LOAD_MB_PER_S
+    measured = _startup(model_name)
+    load_seconds = measured.get("load_seconds") or ROUGH_LOAD_FIXED_S + file_mb / ROUGH_LOAD_MB_PER_S
+    start_seconds = measured.get("start_seconds") or CALIBRATION_START_S
 
     def activations(rows: int, width: int) -> float:
         tokens = rows * width + plan["prefix"]
@@ -189,7 +202,33 @@ def _rough(facts: Any, plan: dict, where: str) -> dict:
         (step(packed) if packed else 0.0) + step(plan["median"]) / 3
     return {"token_seconds": token_seconds, "load_seconds": load_seconds,
             "peak_mb": max(load_mb, train_mb) * CALIBRATION_MEMORY_MARGIN,
-            "calibration_seconds": CALIBRATION_START_S + load_seconds + steps}
+            "calibration_seconds": start_seconds + load_seconds + steps}
+
+
+def _startup(model_name: str) -> dict:
+    """The last calibration's measured start-up and load for ``model_name`` ({} when none ran here)."""
+    from ..store import workspace_dir
+
+    try:
+        found = json.loads((workspace_dir("calibration") / STARTUP_FILE).read_text(encoding="utf-8"))
+        return {k: float(v) for k, v in found[str(model_name)].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _remember_startup(model_name: str, wall_seconds: float, measured: dict) -> None:
+    """Keep a calibration's start-up (its wall time less its load and steps) and load, for the next label."""
+    from ..store import workspace_dir
+
+    path = workspace_dir("calibration") / STARTUP_FILE
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    start = wall_seconds - measured["load_seconds"] - measured.get("steps_seconds", 0.0)
+    known[str(model_name)] = {"start_seconds": round(max(start, 1.0), 1),
+                              "load_seconds": round(measured["load_seconds"], 1)}
+    path.write_text(json.dumps(known), encoding="utf-8")
 
 
 def _plan(train: Encoded, settings: LoraSettings) -> dict:
@@ -227,12 +266,14 @@ def _calibration(model_name: str, settings: LoraSettings, plan: dict, run: bool)
     if not run:
         return None
     command = [sys.executable, "-m", "pvf_core.finetune", "calibrate", json.dumps(key)]
+    began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     if done.returncode != 0:
         raise PvfError("The calibration run failed, so no estimate could be made "
                        f"({(done.stderr.strip().splitlines() or ['no message'])[-1]}).")
     measured = json.loads(done.stdout.strip().splitlines()[-1])
+    _remember_startup(model_name, time.perf_counter() - began, measured)
     path.write_text(json.dumps(measured), encoding="utf-8")
     return measured
 
@@ -252,6 +293,7 @@ def _calibrate_here(key: dict) -> dict:
     settings = LoraSettings(rank=key["rank"], target_modules=key["targets"], dropout=0.0)
     model = add_lora(loaded.model, settings)
     load_seconds = time.perf_counter() - started
+    stepping = time.perf_counter()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     vocab = min(int(loaded.tokenizer.vocab_size), int(model.config.vocab_size))
@@ -294,6 +336,7 @@ def _calibrate_here(key: dict) -> dict:
     token_seconds = max(token_seconds, t_median / tokens[0] * 0.5)
     return {"step_seconds": max(0.0, t_median - token_seconds * tokens[0]), "token_seconds": token_seconds,
             "forward_token_seconds": t_forward / tokens[0], "load_seconds": load_seconds,
+            "steps_seconds": time.perf_counter() - stepping,
             "peak_mb": _peak_rss_mb(), "threads": best, "measured": time.time()}
 
 
