@@ -195,3 +195,23 @@ def test_the_training_estimate_uses_the_kept_speed(tiny_model_dir, workspace):
     est.remember_speed(str(tiny_model_dir), est.Speed(ms_per_token=3.0, ms_per_query=0.0))
     assert est.training_token_seconds(str(tiny_model_dir)) == pytest.approx(est.TRAIN_TOKEN_FACTOR * 0.003)
     assert est.remembered_speed(str(tiny_model_dir), max_age_s=-1) is None  # too old
+
+
+def test_bench_estimates_quick_prints_every_stages_ratio(tiny_model_dir, workspace, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT, dataset_path
+
+    dataset_path("sst2_train.csv")  # skips without the shared data sets
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "PVF_HOME": str(workspace)}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_estimates.py"), "--quick", "--model",
+                           str(tiny_model_dir), "--json", str(tmp_path / "estimates.json")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "within ±30 %: comparison" in done.stdout
+    for stage in ("prompting", "fine-tuning", "latency rows, zero-shot", "latency rows, all arms"):
+        assert f"  {stage}" in done.stdout, done.stdout
+    (row,) = json.loads((tmp_path / "estimates.json").read_text())
+    assert set(row["latency_predicted"]) == set(row["latency_actual"]) == {"zero-shot", "1-shot similar", "LoRA r=8"}
