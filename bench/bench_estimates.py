@@ -65,7 +65,8 @@ def run_case(name: str, data: str, train_rows: int, test_rows: int, shots: str, 
             "train_predicted_s": result["predicted_parts"]["fine-tuning"],
             "train_actual_s": result["actual_parts"].get("fine-tuning"),
             "parts_predicted": result["predicted_parts"], "parts_actual": result["actual_parts"],
-            "latency_predicted": result.get("predicted_latency", {}), "latency_actual": result.get("actual_latency", {}),
+            "latency_predicted": result.get("predicted_latency", {}),
+            "latency_actual": result.get("actual_latency", {}),
             "ms_per_token": result["estimate"]["ms_per_token"], "basis": result["estimate"]["basis"],
             "wall_s": round(time.perf_counter() - started, 1)}
 
@@ -116,7 +117,8 @@ def ratio(predicted: float | None, actual: float | None) -> str:
 def stage_lines(r: dict) -> list[str]:
     """Each stage's ratio, then the latency rows per arm and in all."""
     predicted, actual = r["parts_predicted"], r["parts_actual"]
-    lines = [f"{name:<32} {ratio(predicted.get(name), actual.get(name))}" for name in dict.fromkeys([*predicted, *actual])]
+    lines = [f"{name:<32} {ratio(predicted.get(name), actual.get(name))}"
+             for name in dict.fromkeys([*predicted, *actual])]
     latency, timed = r["latency_predicted"], r["latency_actual"]
     lines += [f"{'latency rows, ' + arm:<32} {ratio(latency.get(arm), timed.get(arm))}"
               for arm in dict.fromkeys([*latency, *timed])]

@@ -148,7 +148,8 @@ def test_the_progress_text_says_how_the_time_left_was_made():
     assert text == ("40% · fine-tuning: step 3/10 · about 2 min left "
                     "(by the estimate, the work so far taking 1.3× its predicted time)")
     status.pace = 1.02
-    assert _progress(status, [{"message": "prompting: Scored 4/8 rows"}])[1].endswith("(by the estimate, on pace so far)")
+    text = _progress(status, [{"message": "prompting: Scored 4/8 rows"}])[1]
+    assert text.endswith("(by the estimate, on pace so far)")
 
 
 def cli_group():

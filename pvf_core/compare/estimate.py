@@ -181,8 +181,6 @@ def fixed_query_ms(samples: Sequence[tuple[int, float]], speed: Speed) -> float 
 
 def remember_speed(model: str, speed: Speed) -> None:
     """Keep the speed measured now in the workspace, with when (the fine-tuning wizard's estimate reuses it)."""
-    import json
-
     from ..store import workspace_dir
 
     path = workspace_dir() / SPEED_FILE
@@ -196,8 +194,6 @@ def remember_speed(model: str, speed: Speed) -> None:
 
 def remembered_speed(model: str, max_age_s: float) -> Speed | None:
     """The speed last measured here for ``model``, if it is younger than ``max_age_s``."""
-    import json
-
     from ..store import workspace_dir
 
     try:
@@ -384,13 +380,13 @@ def estimate_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[
     total = round(sum(parts.values()), 1)
     basis = ("a calibration measured on this machine" if trained.calibrated else
              f"the scoring speed measured now ({speed.ms_per_token:.2f} ms per token) × {TRAIN_TOKEN_FACTOR:g}")
+    source = "measured now on the first rows of each arm" if sample else "from the speed probe"
     messages = [f"About {_duration(total)}: " + ", ".join(f"{k} {_duration(v)}" for k, v in parts.items()) + ".",
                 f"Measured now: {speed.ms_per_token:.2f} ms per scored token; training speed from {basis}.",
-                f"Latency rows ({LATENCY_ROWS} per arm, answered one query at a time) "
-                f"{_duration(sum(latency.values()))} in all: "
-                + ", ".join(f"{name} about {ms:.0f} ms + {speed.query_slope:.2f} ms per own token"
-                            for name, ms in fixed.items())
-                + (" per query, measured now on the arms' first rows." if sample else " per query (speed probe).")]
+                f"Latency rows ({LATENCY_ROWS} per arm, each query alone): about {_duration(sum(latency.values()))} "
+                f"in all; a query's fixed part ({source}): "
+                + ", ".join(f"{name} {ms:.0f} ms" for name, ms in fixed.items())
+                + f", plus {speed.query_slope:.2f} ms per own token."]
     if splits.task == "classification" and len(labels) >= PRUNE_FROM_LABELS:
         messages.append(f"With {len(labels)} labels the comparison scores only the labels that can still win; the "
                         "estimate counts every label's tokens (an upper bound).")
