@@ -216,3 +216,14 @@ def test_bench_estimates_quick_prints_every_stages_ratio(tiny_model_dir, workspa
         assert f"  {stage}" in done.stdout, done.stdout
     (row,) = json.loads((tmp_path / "estimates.json").read_text())
     assert set(row["latency_predicted"]) == set(row["latency_actual"]) == {"zero-shot", "1-shot similar", "LoRA r=8"}
+
+
+def test_a_calibrations_measured_start_up_and_load_label_the_next_measure(workspace):
+    from pvf_core.finetune import estimates as fte
+
+    assert fte._startup("m") == {}
+    fte._remember_startup("m", 60.0, {"load_seconds": 8.0, "steps_seconds": 12.0})
+    assert fte._startup("m") == {"start_seconds": 40.0, "load_seconds": 8.0}  # 60 s in all less load and steps
+    fte._remember_startup("m", 5.0, {"load_seconds": 8.0, "steps_seconds": 12.0})  # clock noise: at least 1 s
+    assert fte._startup("m")["start_seconds"] == 1.0
+    assert fte._startup("other") == {}
