@@ -381,7 +381,7 @@ def estimate_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[
     basis = ("a calibration measured on this machine" if trained.calibrated else
              f"the scoring speed measured now ({speed.ms_per_token:.2f} ms per token) × {TRAIN_TOKEN_FACTOR:g}")
     source = "measured now on the first rows of each arm" if sample else "from the speed probe"
-    messages = [f"About {_duration(total)}: " + ", ".join(f"{k} {_duration(v)}" for k, v in parts.items()) + ".",
+    messages = [_parts_sentence(total, parts),
                 f"Measured now: {speed.ms_per_token:.2f} ms per scored token; training speed from {basis}.",
                 f"Latency rows ({LATENCY_ROWS} per arm, each query alone): about {_duration(sum(latency.values()))} "
                 f"in all; a query's fixed part ({source}): "
@@ -499,8 +499,9 @@ class StageClock:
 
 
 def estimate_own_run(splits: Any, *, started: float, **arguments: Any) -> ComparisonEstimate:
-    """A comparison job's estimate of itself, made once its model is loaded: the start-up so far is measured
-    (and remembered for the next estimate made before a job starts); the rest as ``estimate_comparison``."""
+    """A comparison job's estimate of itself, made once its model is loaded: the start-up (imports, loading, and
+    this estimate's own measuring) is measured and remembered for the next estimate made before a job starts;
+    the rest as ``estimate_comparison``."""
     from ..jobs import remember_duration
     from ..models import load_model
 
@@ -509,6 +510,14 @@ def estimate_own_run(splits: Any, *, started: float, **arguments: Any) -> Compar
     loaded = load_model(arguments.get("model", "bundled"))
     speed = measure_speed(loaded, ms_per_token(loaded))  # the harness's own measurement, which its arms reuse
     remember_speed(arguments.get("model", "bundled"), speed)
-    start = time.perf_counter() - started
+    planned = estimate_comparison(splits, loaded=loaded, speed=speed, start_seconds=0.0, **arguments)
+    start = round(time.perf_counter() - started, 1)  # what the job's stage clock counts as its start-up
     remember_duration(START_KEY, start)
-    return estimate_comparison(splits, loaded=loaded, speed=speed, start_seconds=start, **arguments)
+    planned.parts["start-up"] = start
+    planned.seconds = round(sum(planned.parts.values()), 1)
+    planned.messages[0] = _parts_sentence(planned.seconds, planned.parts)
+    return planned
+
+
+def _parts_sentence(total: float, parts: dict[str, float]) -> str:
+    return f"About {_duration(total)}: " + ", ".join(f"{k} {_duration(v)}" for k, v in parts.items()) + "."
