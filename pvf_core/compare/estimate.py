@@ -54,7 +54,7 @@ TRAIN_TOKEN_FACTOR = 1.0
 GENERATED_TOKEN_FACTOR = 4.0
 LATENCY_ROWS = 30  # evaluate.LATENCY_ROWS (not imported: that module imports torch)
 PRUNE_FROM_LABELS = 21  # evaluate.PRUNE_FROM_LABELS (likewise)
-LATENCY_SAMPLE = 3  # real single queries timed per arm (after one warm-up) to measure a latency row's fixed cost
+LATENCY_SAMPLE = 5  # real single queries timed per arm (after one warm-up) for a latency row's fixed part (the median)
 SPEED_FILE = "speed.json"  # in the workspace: the last speed measured per model (for the fine-tuning wizard)
 
 
