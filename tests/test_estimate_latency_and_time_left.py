@@ -227,3 +227,26 @@ def test_a_calibrations_measured_start_up_and_load_label_the_next_measure(worksp
     fte._remember_startup("m", 5.0, {"load_seconds": 8.0, "steps_seconds": 12.0})  # clock noise: at least 1 s
     assert fte._startup("m")["start_seconds"] == 1.0
     assert fte._startup("other") == {}
+
+
+def test_with_many_labels_the_sampled_queries_are_pruned_as_the_harness_prunes(tiny_model, monkeypatch):
+    from pvf_core import scoring
+
+    labels = [f"topic {chr(97 + i)}{chr(97 + i)}" for i in range(est.PRUNE_FROM_LABELS + 3)]
+    spec = PromptSpec(labels=labels, calibration="none")
+    texts = [f"row {i} about things" for i in range(8)]
+    prompts, answers = est.render(spec, tiny_model.tokenizer, tiny_model.context_length, texts)
+    seen = []
+    real = scoring.one_query_at_a_time
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("prune_bias"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "one_query_at_a_time", spy)
+    samples = est.sample_queries(tiny_model, prompts, answers, labels=len(labels))
+    assert len(samples) == est.LATENCY_SAMPLE and all(ms > 0 for _, ms in samples)
+    assert seen[0].shape == (1, len(labels)) and not seen[0].any()  # the raw prediction's bias: zeros
+    seen.clear()
+    est.sample_queries(tiny_model, prompts, answers, labels=2)
+    assert seen == [None]  # few labels: every label scored, as the harness does
