@@ -134,3 +134,36 @@ def test_bench_compare_labels_times_both_comparisons_per_phase(tiny_model_dir, t
         assert any(k.endswith("|test scoring") for k in r["phases"]) and r["phases"]["training"] > 0
     # 30 labels, 72 fitting-eligible rows of which 8 validation rows: "auto" does not fit a per-label bias
     assert any("not tried" in (a["calibration"].get("note") or "") for a in result["results"][1]["arms"])
+
+
+def test_training_validation_checks_prune_many_labels_and_keep_loss_and_accuracy_exact(tiny32, monkeypatch):
+    from pvf_core.finetune import validation_metrics
+    from pvf_core.finetune.tokens import encode
+
+    labels = [f"team_{chr(97 + i % 26)}{i}" for i in range(30)]
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"text": [f"message {i} about {labels[int(k)]}" for i, k in
+                                   enumerate(rng.integers(0, 30, 12))],
+                          "label": [labels[int(k)] for k in rng.integers(0, 30, 12)]})
+    spec = PromptSpec(labels=labels)
+    val = encode(frame, spec, tiny32.tokenizer, 1024)[0]
+    args = (tiny32.model, tiny32.tokenizer, spec, val, int(tiny32.tokenizer.pad_token_id or 0), tiny32.model.device, 4)
+    calls: list[int] = []
+    real = ev.score_labels
+
+    def counting(loaded, prompts, answers, **kw):
+        calls.append((len(answers), kw.get("prune_bias") is not None))
+        scores = real(loaded, prompts, answers, **kw)
+        if kw.get("prune_bias") is not None:  # as if pruning had skipped every label but the winner
+            winner = scores.argmax(axis=1)
+            scores = np.where(np.arange(scores.shape[1])[None, :] == winner[:, None], scores, -np.inf)
+        return scores
+
+    monkeypatch.setattr(ev, "score_labels", counting)
+    pruned = validation_metrics(*args)
+    assert calls[0] == (30, True)  # the check scored with pruning
+    assert (1, False) in calls  # and a right label that pruning skipped on its own, for the loss
+    monkeypatch.setattr(ev, "PRUNE_FROM_LABELS", 10**6)
+    full = validation_metrics(*args)
+    assert pruned[1] == full[1]
+    assert pruned[0] == pytest.approx(full[0], abs=1e-5)

@@ -313,20 +313,25 @@ def _keep_best_and_save(run: _Run, output_dir: str | Path | None) -> tuple[Path 
 
 def validation_metrics(model: Any, tokenizer: Any, spec: Any, val: Encoded, pad_id: int, device: Any,
                        batch_size: int) -> tuple[float, float | None]:
-    """Validation loss (as in training) and, for classification, accuracy by the harness's label scoring."""
+    """Validation loss (as in training) and, for classification, accuracy by the harness's label scoring.
+
+    With many labels (``evaluate.PRUNE_FROM_LABELS``) the argmax comes from pruned scoring, as the harness
+    scores, and each row's right label is scored on its own where pruning skipped it: both numbers are those
+    of scoring every label, and a check costs about the same whatever the number of labels once the adapter
+    is confident.
+    """
     import torch
 
     rows = list(range(len(val)))
     if spec.task == "classification":
-        from ..evaluate import score_labels
         from ..prompting import Renderer
 
         renderer = Renderer(spec.with_(shots=0, example_ids=[]), tokenizer)
         label_answers = [renderer.answer_ids(label) for label in spec.labels]
         prompts = [val.prefix + s for s in val.suffixes]
-        scores = score_labels(_Loaded(model, tokenizer), prompts, label_answers)  # mean log-prob per token
         gold = [label_answers.index(a) if a in label_answers else -1 for a in val.answers]
         known = [i for i in rows if gold[i] >= 0]
+        scores = _label_scores(_Loaded(model, tokenizer), prompts, label_answers, gold)  # mean log-prob per token
         if known:
             loss = float(-np.mean([scores[i, gold[i]] for i in known]))
             accuracy = float(np.mean([scores[i].argmax() == gold[i] for i in known]))
@@ -339,6 +344,21 @@ def validation_metrics(model: Any, tokenizer: Any, spec: Any, val: Encoded, pad_
                                pad_id, device)
             total += float(loss) * len(chunk)
     return total / max(len(rows), 1), None
+
+
+def _label_scores(loaded: Any, prompts: list[list[int]], answers: list[list[int]], gold: list[int]) -> np.ndarray:
+    """Every row's label scores with its argmax and its right label (``gold``, -1: none) exact; with many labels
+    the others may be ``-inf`` (pruned: they could not win)."""
+    from ..evaluate import PRUNE_FROM_LABELS, score_labels
+
+    if len(answers) < PRUNE_FROM_LABELS:
+        return score_labels(loaded, prompts, answers)
+    scores = score_labels(loaded, prompts, answers, prune_bias=np.zeros(len(answers)))
+    skipped = [i for i, g in enumerate(gold) if g >= 0 and not np.isfinite(scores[i, g])]
+    for label in sorted({gold[i] for i in skipped}):
+        mine = [i for i in skipped if gold[i] == label]
+        scores[mine, label] = score_labels(loaded, [prompts[i] for i in mine], [answers[label]])[:, 0]
+    return scores
 
 
 @dataclass
