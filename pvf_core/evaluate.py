@@ -55,6 +55,10 @@ LATENCY_ROWS = 30  # test rows timed one query at a time, as a deployed arm answ
 # From this many labels on, only the labels that can still win are scored (scoring.score_labels' prune_bias,
 # with the arm's calibration and zeros): the same predictions, raw and calibrated, as scoring every label.
 PRUNE_FROM_LABELS = 21
+# Pruning an unsure model's rows computes nearly every label and adds a pass: with 150 labels zero-shot (97 % of
+# scores computed) it took 0.85-0.93 s per row against 0.70-0.78 s for scoring every label (bench/bench_labels.py
+# setup, quiet machine). An arm whose fitting rows needed more than this share of their scores is not pruned.
+PRUNE_PAYS_BELOW = 0.6
 Progress = Callable[[int, int, str], None]
 
 
@@ -246,14 +250,16 @@ def _evaluate_loaded(arm: Arm, loaded: Any, test: pd.DataFrame, *, task: str, la
     room = loaded.context_length - (spec.max_answer_tokens if task != "classification" else
                                     max(len(renderer.answer_ids(label)) for label in spec.labels))
     prompter = _Prompter(spec, renderer, train, room)
+    pruning: dict = {}  # how much pruning saved on the fitting rows, when they were pruned
     if task == "classification" and calibration is None:
-        calibration = _fit_calibration(spec, loaded, renderer, prompter, train, calibration_rows, should_stop)
+        calibration = _fit_calibration(spec, loaded, renderer, prompter, train, calibration_rows, should_stop,
+                                       pruning)
     eval_started = time.perf_counter()
     prompts, example_sets = prompter.prompts(texts)
     clock = _Clock(len(texts), on_progress, "Scored" if task == "classification" else "Answered")
     if task == "classification":
         answers = [renderer.answer_ids(label) for label in spec.labels]
-        prune, stats = _prune_biases(calibration), {}
+        prune, stats = _prune_biases(calibration, pruning.get("labels_scored")), {}
         scores = score_labels(loaded, prompts, answers, on_batch=clock, should_stop=should_stop, prune_bias=prune,
                               stats=stats)
         outcome = _classify(spec, scores, calibration, references, answers)
@@ -305,8 +311,11 @@ class _Prompter:
 
 def _fit_calibration(spec: PromptSpec, loaded: Any, renderer: Renderer, prompter: _Prompter,
                      train: pd.DataFrame | None, validation: pd.DataFrame | None,
-                     should_stop: Callable[[], bool] | None) -> Calibration:
-    """The arm's calibration, fitted (and for "auto" chosen) on rows that are never scored."""
+                     should_stop: Callable[[], bool] | None, pruning: dict | None = None) -> Calibration:
+    """The arm's calibration, fitted (and for "auto" chosen) on rows that are never scored.
+
+    When the fitting rows are scored with pruning, ``pruning`` receives ``labels_scored`` (the share of label
+    scores computed on them)."""
     method = calib.normalise_method(spec.calibration)
     labels = list(spec.labels)
     if method == "none":
@@ -331,7 +340,8 @@ def _fit_calibration(spec: PromptSpec, loaded: Any, renderer: Renderer, prompter
     if "fitted" not in offered and len(labels) >= PRUNE_FROM_LABELS:
         # choosing between none and content-free needs only each row's argmax under those two biases
         prune = np.stack([np.zeros(len(labels)), calib.content_free(labels, content_free).log_bias])
-    scores = score_labels(loaded, prompts, answers, should_stop=should_stop, prune_bias=prune)
+    scores = score_labels(loaded, prompts, answers, should_stop=should_stop, prune_bias=prune,
+                          stats=pruning if prune is not None and pruning is not None else None)
     if method == "fitted":
         return calib.fitted(labels, scores, references, fitted_on)
     name, metric = _choice_metric(references, labels)
@@ -339,11 +349,13 @@ def _fit_calibration(spec: PromptSpec, loaded: Any, renderer: Renderer, prompter
                         content_free_scores=content_free, methods=offered, note=note)
 
 
-def _prune_biases(calibration: Calibration) -> np.ndarray | None:
+def _prune_biases(calibration: Calibration, scored_share: float | None = None) -> np.ndarray | None:
     """The biases to prune with (the calibration's and zeros, for the raw prediction), or None to score every
-    label (fewer than ``PRUNE_FROM_LABELS`` labels: the extra pass would not pay)."""
+    label: with fewer than ``PRUNE_FROM_LABELS`` labels the extra pass would not pay, nor when pruning the
+    fitting rows computed more than ``PRUNE_PAYS_BELOW`` of their label scores (``scored_share``: a model
+    unsure of its answers, where pruning's first passes only add work)."""
     labels = len(calibration.labels)
-    if labels < PRUNE_FROM_LABELS:
+    if labels < PRUNE_FROM_LABELS or (scored_share is not None and scored_share > PRUNE_PAYS_BELOW):
         return None
     bias = np.asarray(calibration.log_bias or [0.0] * labels, dtype=np.float64)
     return np.unique(np.stack([bias, np.zeros(labels)]), axis=0)

@@ -117,6 +117,27 @@ def test_auto_calibration_with_many_labels_says_why_it_did_not_fit_a_bias(tiny32
     assert again.calibration_fit == result.calibration_fit and again.predictions == result.predictions
 
 
+def test_an_arm_whose_fitting_rows_pruned_little_scores_every_label_with_the_same_predictions(tiny32, monkeypatch):
+    labels, train, test = many_label_frames()
+    arm = Arm("zero-shot", PromptSpec(labels=labels))  # auto: the fitting rows are scored with pruning
+    pruned_calls: list[bool] = []
+    real = ev.score_labels
+
+    def watching(loaded, prompts, answers, **kw):
+        if kw.get("on_batch") is not None:  # the test rows (calibration rows report no progress)
+            pruned_calls.append(kw.get("prune_bias") is not None)
+        return real(loaded, prompts, answers, **kw)
+
+    monkeypatch.setattr(ev, "score_labels", watching)
+    monkeypatch.setattr(ev, "PRUNE_PAYS_BELOW", 1.0)  # pruning always pays
+    pruned = evaluate(arm, test, task="classification", train=train, loaded=tiny32)
+    monkeypatch.setattr(ev, "PRUNE_PAYS_BELOW", -1.0)  # never: the fitting rows' share is above it
+    whole = evaluate(arm, test, task="classification", train=train, loaded=tiny32)
+    assert pruned_calls == [True, False]
+    assert whole.predictions == pruned.predictions and whole.metrics["raw"] == pruned.metrics["raw"]
+    assert "labels_pruned" not in {w["code"] for w in whole.warnings}
+
+
 def test_bench_compare_labels_times_both_comparisons_per_phase(tiny_model_dir, tmp_path):
     import json
 
