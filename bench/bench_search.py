@@ -99,7 +99,7 @@ def main() -> None:
     out = {"set": args.set, "candidates": args.candidates, "selection_rows": len(rows), "test_rows": len(test),
            "fp32_matmul_peak_gflops": round(peak / 1e9, 1),
            "halving": {"seconds": round(ours_seconds, 1), "per_minute": round(per_minute["halving"], 2),
-                       "winner": found.leaderboard[0]["candidate"], "validation": found.validation_score,
+                       "winner": found.winner, "validation": found.validation_score,
                        "validation_rows": found.rows, "test_accuracy": ours_test},
            "one_by_one": {"seconds": round(naive_seconds, 1), "per_minute": round(per_minute["one_by_one"], 2),
                           "winner": planned[best].describe(), "validation": round(best_score, 4),

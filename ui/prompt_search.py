@@ -20,7 +20,7 @@ MAX_CANDIDATES: int | None = None  # None: as many as the budget allows (tests f
 DEFAULT_BUDGET = 120
 DEMO_BUDGET = 60
 LEADERBOARD_COLUMNS = {"rank": "#", "candidate": "prompt tried", "calibration": "calibration", "score": "score (%)",
-                       "rows": "rows judged", "ms_per_row": "ms per row"}
+                       "rows": "rows judged", "chosen": "chosen", "ms_per_row": "ms per row"}
 
 
 def apply_pending(dataset: Any, apply: Callable[[PromptSpec, Any], None]) -> None:
@@ -101,7 +101,8 @@ def _show_result(last: dict) -> None:
     scale = 1 if metric == "chrf" else 100
     name = metric_name(metric)
     test_score = last["metrics"].get(metric)
-    st.success(f"Best prompt found, kept as **{last['version']}** and put into the form: {name} "
+    found = "No prompt was clearly better; the one" if (search.get("guard") or {}).get("kept") else "Best prompt found,"
+    st.success(f"{found} kept as **{last['version']}** and put into the form: {name} "
                f"{search['validation_score'] * scale:.1f} on {rows_phrase(search['rows'], search['selection_rows'])}, "
                f"{test_score * scale:.1f} on the test rows (scored once, after choosing).")
     for line in search["explanation"]:
