@@ -628,7 +628,8 @@ def _plan(space: list[Candidate], sizes: list[int], settings: SearchSettings, ju
     The starting prompt is timed on the first rows (that work is kept), which gives the model's time per
     computed token here; each candidate's tokens per row come from rendering it (examples make a prompt
     dearer, "similar" examples most, as no row shares them). Halving then costs, per rung, the survivors
-    times the rows that rung adds, at the planned candidates' mean cost.
+    (the starting and default prompts and the best third of the others) times the rows that rung adds, at
+    the planned candidates' mean cost.
     """
     if settings.max_candidates is not None:
         return space[:settings.max_candidates]
@@ -641,8 +642,10 @@ def _plan(space: list[Candidate], sizes: list[int], settings: SearchSettings, ju
     while count < len(tokens):
         first_rung += sizes[0] * tokens[count]
         mean = first_rung / sizes[0] / (count + 1)
-        later = sum(math.ceil((count + 1) * settings.keep_fraction ** k) * (sizes[k] - sizes[k - 1])
-                    for k in range(1, len(sizes)))
+        anchors = sum(1 for c in space[:count + 1] if c.role)  # judged on every rung
+        others = count + 1 - anchors
+        later = sum((anchors + min(others, max(2, math.ceil(others * settings.keep_fraction ** k))))
+                    * (sizes[k] - sizes[k - 1]) for k in range(1, len(sizes)))
         if PLAN_MARGIN * per_token * (first_rung + mean * later) > left:
             break
         count += 1
