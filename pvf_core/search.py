@@ -149,7 +149,8 @@ class Candidate:
 class SearchResult:
     """The winning prompt and how it was found."""
 
-    spec: PromptSpec  # the winner, its calibration method fixed to the one chosen on the selection rows
+    spec: PromptSpec  # the winner, its calibration method fixed to the one chosen on the selection rows (a kept
+    #                   prompt is returned as it was, calibration included)
     metric: str
     validation_score: float
     rows: int  # selection rows the winner was judged on
@@ -566,6 +567,8 @@ def search_prompt(loaded: Any, start: PromptSpec, *, train: pd.DataFrame | None,
     start_score = planned[0].scores.get(upto)
     method = winner.calibration[upto]
     result_spec = winner.spec.with_(calibration=method)
+    if guard and guard["kept"]:  # the kept prompt exactly as it was, its calibration too (the harness resolves it)
+        result_spec = start if winner.role == "start" else winner.spec
     return SearchResult(
         spec=result_spec, metric=judge.metric, validation_score=round(winner.scores[upto], 4), rows=upto,
         selection_rows=counts, candidates=len(planned), evaluated=len(evaluated),
@@ -751,6 +754,10 @@ def explain(start: PromptSpec, first: Candidate, winner: Candidate, rows: int, m
             lines.append("No examples (zero-shot): examples did not help this model on these rows, and they cost "
                          "tokens on every query.")
     method = winner.calibration.get(rows, "none")
+    if guard and guard["kept"]:
+        calibration = start.calibration if winner.role == "start" else winner.spec.calibration
+        lines.append(f"Calibration: as it was ({calibration}); on these rows {method} scored best.")
+        return lines
     lines.append({"none": "Calibration: none (the raw scores were best).",
                   "content-free": "Calibration: content-free (the model's lean on an empty text is taken out).",
                   "fitted": "Calibration: fitted (the model's average lean over rows that are never scored is "

@@ -300,7 +300,8 @@ def test_the_guard_keeps_the_starting_prompt_when_the_best_leads_within_noise(mo
     assert guard["kept"] and guard["reference"] == "start" and guard["rows"] == 60
     assert 0 < guard["difference"] < guard["standard_error"] and guard["p_value"] > 0.3
     assert "annotator" in guard["candidate"] and guard["test"] in ("exact McNemar", "paired bootstrap")
-    assert result.spec.instruction == "" and result.spec.shots == 0  # the starting prompt, unchanged
+    assert result.spec == start_spec()  # the starting prompt exactly as it was, its calibration ("auto") too
+    assert result.explanation[-1].startswith("Calibration: as it was (auto)")
     assert result.validation_score == guard["reference_score"] == pytest.approx(0.5, abs=0.05)
     assert result.explanation[0].startswith("Kept your prompt: no prompt tried was clearly better.")
     assert not any(w["code"] == "lead_within_noise" for w in result.warnings)  # the explanation says why instead
