@@ -40,7 +40,8 @@ def show(dataset: Any, start: PromptSpec | None, *, loaded: Callable[[], Any],
                "itself prefers for each answer's training rows), 0 to 8 examples picked in different ways, and "
                "calibration. It chooses on the validation rows (topped up with training rows, never shown to "
                "themselves as examples), never on the test rows; the winner is then scored once on the test rows "
-               "and kept as a new version. Your form is the starting point and one of the candidates.")
+               "and kept as a new version. Your form is the starting point and one of the candidates; it (or the default "
+               "4-shot prompt, if better) is kept unless another prompt leads it by more than the noise of those rows.")
     budget = st.slider("Time to spend (seconds)", 30, limit, min(DEFAULT_BUDGET, limit), step=30,
                        key="pb_search_budget",
                        help="More time tries more prompts and judges the best on more rows.")
