@@ -734,8 +734,8 @@ def explain(start: PromptSpec, first: Candidate, winner: Candidate, rows: int, m
         lines.append(f"Kept {winner.called()}: no prompt tried was clearly better. The best of the others "
                      f"({guard['candidate']}) scored {_shown(guard['candidate_score'], metric)} {name} against "
                      f"{_shown(guard['reference_score'], metric)} on the same {rows_phrase(rows, counts)}, a lead "
-                     f"of {_points(guard['difference'], metric)}, within the noise of those rows (one standard "
-                     f"error: {_points(guard['standard_error'], metric)}; {p_text(guard['p_value'], guard.get('resamples'))}, "
+                     f"of {_points(guard['difference'], metric)}, within one standard error of the difference on those "
+                     f"rows ({_points(guard['standard_error'], metric)}; {p_text(guard['p_value'], guard.get('resamples'))}, "
                      f"{guard['test']}). The best of many prompts on a few hundred rows is partly the luckiest; "
                      "such a lead often does not carry over to new rows.")
     elif winner is first:
@@ -766,8 +766,8 @@ def explain(start: PromptSpec, first: Candidate, winner: Candidate, rows: int, m
     if guard and not guard["kept"]:
         lines.append(f"On the same {rows_phrase(rows, counts)} it scored {_shown(guard['candidate_score'], metric)} "
                      f"{name} against {_shown(guard['reference_score'], metric)} for {guard['reference_called']}, "
-                     f"a lead of {_points(guard['difference'], metric)}, more than the noise of those rows (one "
-                     f"standard error: {_points(guard['standard_error'], metric)}; "
+                     f"a lead of {_points(guard['difference'], metric)}, more than one standard error of the difference "
+                     f"on those rows ({_points(guard['standard_error'], metric)}; "
                      f"{p_text(guard['p_value'], guard.get('resamples'))}, {guard['test']}).")
     elif before is not None and winner is not first:
         lines.append(f"On the same {rows_phrase(rows, counts)} it scored {_shown(winner.scores[rows], metric)} {name} "

@@ -322,7 +322,7 @@ def test_the_guard_lets_a_clearly_better_prompt_win(monkeypatch):
     assert result.spec.instruction == search_module.TEMPLATES["classification"][PLANTED]
     assert result.validation_score == 1.0 == guard["candidate_score"]
     assert result.leaderboard[0]["chosen"] and result.leaderboard[0]["instruction"] == PLANTED
-    assert any("a lead of 50.0 points, more than the noise" in line and "for your prompt" in line
+    assert any("a lead of 50.0 points, more than one standard error" in line and "for your prompt" in line
                for line in result.explanation)
 
 
