@@ -58,12 +58,22 @@ def check(name: str, work: Path, budget: float, model: str, train_rows: int, tes
             "searched": {k: round(searched["metrics"][k], 3) for k in ("accuracy", "macro_f1")},
             "searched_arm": searched["arm"], "beats_default": searched["metrics"][metric] > default["metrics"][metric],
             "validation_score": search["validation_score"], "validation_rows": search["rows"],
-            "winner": search["leaderboard"][0]["candidate"] if search["leaderboard"] else "",
+            "winner": search.get("winner") or (search["leaderboard"][0]["candidate"] if search["leaderboard"] else ""),
+            "guard": search.get("guard"),
             "winner_spec": {k: search["spec"][k] for k in ("instruction", "verbalizers", "shots", "selection",
                                                           "example_style", "calibration")},
             "search_seconds": search["seconds"], "command_seconds": round(seconds, 1),
             "candidates": search["candidates"], "evaluated": search["evaluated"], "stopped": search["stopped"],
             "explanation": search["explanation"], "warnings": [w["code"] for w in search["warnings"]]}
+
+
+def _guard_words(guard: dict | None) -> str:
+    """The final paired test in a few words: what the best candidate led by, and whether it replaced the prompt."""
+    if not guard:
+        return ""
+    verdict = f"kept {guard['reference']}" if guard["kept"] else f"replaced {guard['reference']}"
+    return (f" ({verdict}: best other {guard['candidate_score']:.3f} v {guard['reference_score']:.3f}, "
+            f"p = {guard['p_value']:.3f})")
 
 
 def main() -> None:
@@ -92,7 +102,8 @@ def main() -> None:
         print(f"| {r['set']} | {r['metric']} | {d['accuracy']:.3f} / {d['macro_f1']:.3f} | "
               f"{s['accuracy']:.3f} / {s['macro_f1']:.3f} | {r['beats_default']} | "
               f"{r['validation_score']:.3f} ({r['validation_rows']}) | {r['winner']}; calibration "
-              f"{r['winner_spec']['calibration']} | {r['search_seconds']:.0f} | {r['evaluated']} / {r['candidates']} |")
+              f"{r['winner_spec']['calibration']}{_guard_words(r['guard'])} | {r['search_seconds']:.0f} | "
+              f"{r['evaluated']} / {r['candidates']} |")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(results, indent=1))
 

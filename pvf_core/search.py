@@ -12,6 +12,12 @@ the best third (at least two) on three times as many, and so on until the rows r
 scores on earlier rows are kept, so a rung only scores the rows it adds. The selection rows are the
 validation rows, topped up with training rows (a training row is never shown to itself as an example),
 and never a test row: the winner is scored on the test rows once, afterwards, by the harness.
+
+The starting prompt and the default few-shot one (the prompts a user would try first) go on to every rung.
+The best candidate replaces the better of them only if its lead on the same selection rows is more than one
+standard error of the paired difference (``keep_or_replace``); otherwise that prompt is kept. Picking the
+best of many prompts on a few hundred rows favours the luckiest one: on TREC the best of 16 led the default
+4-shot prompt by 0.3 points of macro-F1 on 300 rows and then lost to it by 2 points on the test rows.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from .prompting import (
     examples_for,
     select_examples,
 )
-from .compare.stats import metric_name
+from .compare.stats import compare_pair, metric_name, p_text
 from .evaluate import _choice_metric, _Prompter, answer_limits
 from .scoring import Stopped
 
@@ -48,6 +54,7 @@ SHOT_CHOICES = (0, 1, 2, 4, 8)
 SELECTION_CHOICES = ("balanced", "similar", "random")
 STYLE_CHOICES = ("conversation", "list")
 MIN_RELIABLE_ROWS = 50  # fewer selection rows than this cannot tell candidates a few points apart
+KEEP_MARGIN = 1.0  # the best replaces the starting/default prompt only if it leads by more standard errors than this
 MAX_WORD_LABELS = 12  # label-word variants are tried up to this many labels (single words for 50 intents mislead)
 WORD_ROWS_PER_LABEL = 8  # training rows per label the model's own words are read from
 
@@ -90,6 +97,7 @@ class SearchSettings:
     keep_fraction: float = 1 / 3  # share of candidates kept at each rung
     max_rows: int = 300  # selection rows at most (validation first, topped up with training rows)
     seed: int = 0
+    keep_margin: float = KEEP_MARGIN  # standard errors the best must lead the starting/default prompt by (0: any lead)
 
     def __post_init__(self) -> None:
         if self.budget_seconds <= 0:
@@ -113,6 +121,7 @@ class Candidate:
     calibration: dict = field(default_factory=dict)  # rows judged -> chosen method
     seconds: float = 0.0
     rows_scored: int = 0
+    role: str = ""  # "start" (the user's prompt) or "default" (the default few-shot one): judged on every rung
 
     def describe(self) -> str:
         spec = self.spec
@@ -127,12 +136,21 @@ class Candidate:
         rows = max(self.scores)
         return rows, self.scores[rows]
 
+    def called(self) -> str:
+        """How the explanation names this candidate: 'your prompt', 'the default 4-shot prompt' or its parts."""
+        if self.role == "start":
+            return "your prompt"
+        if self.role == "default":
+            return f"the default {self.spec.shots}-shot prompt" if self.spec.shots else "the default prompt"
+        return f"the best other prompt ({self.describe()})"
+
 
 @dataclass
 class SearchResult:
     """The winning prompt and how it was found."""
 
-    spec: PromptSpec  # the winner, its calibration method fixed to the one chosen on the selection rows
+    spec: PromptSpec  # the winner, its calibration method fixed to the one chosen on the selection rows (a kept
+    #                   prompt is returned as it was, calibration included)
     metric: str
     validation_score: float
     rows: int  # selection rows the winner was judged on
@@ -147,6 +165,8 @@ class SearchResult:
     explanation: list[str]
     warnings: list[dict]
     words: dict = field(default_factory=dict)  # the model's own answer words per label, when computed
+    winner: str = ""  # the chosen prompt, described
+    guard: dict | None = None  # the paired test of the best candidate against the prompt it would replace
 
     def to_dict(self) -> dict:
         """The contract's ``search`` object (plus the details the pages show)."""
@@ -155,7 +175,7 @@ class SearchResult:
                 "metric": self.metric, "rows": self.rows, "selection_rows": self.selection_rows,
                 "seconds": round(self.seconds, 2), "stopped": self.stopped, "start_score": self.start_score,
                 "leaderboard": self.leaderboard, "explanation": self.explanation, "warnings": self.warnings,
-                "words": self.words}
+                "words": self.words, "winner": self.winner, "guard": self.guard}
 
     @classmethod
     def from_dict(cls, data: dict) -> "SearchResult":
@@ -256,8 +276,8 @@ def search_space(start: PromptSpec, *, pool_rows: int, settings: SearchSettings,
     default = start.with_(shots=default_k, selection=default_selection(default_k, len(start.labels))[0],
                           example_ids=[], calibration="auto") if start.selection != "manual" else start
     head = [Candidate(start.with_(calibration="auto") if start.calibration != "auto" else start,
-                      first_instruction, "as given"),
-            Candidate(default, first_instruction, "as given")]
+                      first_instruction, "as given", role="start"),
+            Candidate(default, first_instruction, "as given", role="default")]
     rest = [everything[i] for i in np.random.default_rng(settings.seed).permutation(len(everything))]
     return _distinct(head + _one_change_away(head, everything, first_instruction) + rest)
 
@@ -386,6 +406,21 @@ class _Judge:
             candidate.calibration[upto] = method
         candidate.scores[upto] = score
         return score
+
+    def predictions(self, number: int, candidate: Candidate, upto: int) -> list[str]:
+        """The candidate's answers on the first ``upto`` rows, as its score there counts them: under the
+        calibration chosen on those rows ("fitted" cross-fitted, as it was judged)."""
+        done = self._raw[number][:upto]
+        if self.task != "classification":
+            return [str(answer) for answer in done]
+        labels = list(candidate.spec.labels)
+        scores = np.asarray(done, dtype=np.float64)
+        method = candidate.calibration[upto]
+        if method == "fitted":
+            return calib._cross_fitted_predictions(labels, scores, self.references[:upto])
+        chosen = (calib.content_free(labels, self._content_free[number]) if method == "content-free"
+                  else calib.uncalibrated(labels))
+        return [labels[i] for i in chosen.apply(scores).argmax(axis=1)]
 
     def _run(self, number: int, candidate: Candidate, rows: range) -> list:
         from .scoring import generate_answers, score_labels
@@ -516,25 +551,76 @@ def search_prompt(loaded: Any, start: PromptSpec, *, train: pd.DataFrame | None,
         alive, finished_rung = done_here, level
         if len(alive) <= 1 or level == len(sizes) - 1:
             break
-        # the best third goes on, but at least two: the last choice is made between two on all the rows
-        keep = max(2, int(math.ceil(len(alive) * settings.keep_fraction)))
-        alive = _ranked(planned, alive, upto)[:keep]
+        # the best third of the others goes on, but at least two: the last choice is made between two on all
+        # the rows; the starting and default prompts go on too (first), so the winner is tested against them
+        anchors = [n for n in alive if planned[n].role]
+        others = [n for n in _ranked(planned, alive, upto) if n not in anchors]
+        keep = max(2, int(math.ceil(len(others) * settings.keep_fraction)))
+        alive = anchors + others[:keep]
     if finished_rung < 0 or not alive:
         raise SearchStopped("The search stopped before any prompt was scored.",
                             "Give it a larger time budget." if "budget" in stopped else "Start it again.")
     upto = sizes[finished_rung]
     ranking = _ranked(planned, alive, upto)
-    winner = planned[ranking[0]]
+    chosen, guard = keep_or_replace(judge, planned, ranking, upto, settings.keep_margin)
+    winner = planned[chosen]
     start_score = planned[0].scores.get(upto)
     method = winner.calibration[upto]
     result_spec = winner.spec.with_(calibration=method)
+    if guard and guard["kept"]:  # the kept prompt exactly as it was, its calibration too (the harness resolves it)
+        result_spec = start if winner.role == "start" else winner.spec
     return SearchResult(
         spec=result_spec, metric=judge.metric, validation_score=round(winner.scores[upto], 4), rows=upto,
         selection_rows=counts, candidates=len(planned), evaluated=len(evaluated),
         budget_seconds=settings.budget_seconds, seconds=time.perf_counter() - started,
         stopped=stopped[0] if stopped else None, start_score=None if start_score is None else round(start_score, 4),
-        leaderboard=leaderboard(planned, sizes), explanation=explain(start, planned[0], winner, upto, judge.metric, counts),
-        warnings=_warnings(judge, planned, ranking, upto, counts), words=model_words)
+        leaderboard=leaderboard(planned, sizes, chosen=winner),
+        explanation=explain(start, planned[0], winner, upto, judge.metric, counts, guard=guard),
+        warnings=_warnings(judge, planned, ranking, upto, counts, chosen=chosen), words=model_words,
+        winner=winner.describe(), guard=guard)
+
+
+def keep_or_replace(judge: _Judge, planned: list[Candidate], ranking: list[int], upto: int,
+                    margin: float = KEEP_MARGIN) -> tuple[int, dict | None]:
+    """The candidate to return: the best on the selection rows, or the prompt it would replace.
+
+    The prompt it would replace is the better of the starting and the default few-shot prompt on the same
+    ``upto`` rows. The best candidate replaces it only if its lead is more than ``margin`` standard errors of
+    the paired difference on those rows (``compare.stats.compare_pair``: exact McNemar for accuracy, a
+    paired bootstrap for macro-F1 and chrF; its p-value is kept for the explanation). This is the
+    one-standard-error rule of model selection (Breiman et al. 1984; Hastie et al., *The Elements of
+    Statistical Learning*, 7.10): the best of many candidates on a few hundred rows is partly the luckiest,
+    and a lead within noise often does not carry over to new rows. A 5 % significance level instead kept a
+    zero-shot prompt on SST-2 against a 3.7-point lead (p = 0.26) that held on the test rows. Returns the
+    chosen number and the test (None when the best is itself one of those prompts, or neither was judged on
+    these rows). ``margin`` 0 returns the best whenever it leads at all.
+    """
+    best = ranking[0]
+    reference = next((n for n in ranking if planned[n].role), None)
+    if reference is None or reference == best:
+        return best, None
+    labels = list(planned[best].spec.labels) if judge.task == "classification" else None
+    refs = judge.references[:upto]
+
+    def arm(number: int) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(arm=planned[number].describe(), references=refs,
+                               predictions=judge.predictions(number, planned[number], upto))
+
+    test = compare_pair(arm(reference), arm(best), judge.task, metric=judge.metric, labels=labels)
+    scale = 100.0 if judge.metric == "chrf" else 1.0  # compare_pair's differences are 0..1, chrF too
+    error = float(test.details.get("standard_error") or 0.0) * scale
+    replaced = test.difference > 0 and test.difference * scale > margin * error
+    guard = {"reference": planned[reference].role, "reference_called": planned[reference].called(),
+             "reference_prompt": planned[reference].describe(),
+             "candidate": planned[best].describe(), "rows": upto, "metric": judge.metric,
+             "reference_score": round(planned[reference].scores[upto], 4),
+             "candidate_score": round(planned[best].scores[upto], 4),
+             "difference": round(planned[best].scores[upto] - planned[reference].scores[upto], 4),
+             "standard_error": round(error, 4), "margin": margin, "p_value": round(test.p_value, 4),
+             "test": test.test, "resamples": test.resamples, "kept": not replaced}
+    return (best, guard) if replaced else (reference, guard)
 
 
 def _rows_not_in(train: pd.DataFrame | None, chosen: pd.DataFrame) -> pd.DataFrame | None:
@@ -553,7 +639,8 @@ def _plan(space: list[Candidate], sizes: list[int], settings: SearchSettings, ju
     The starting prompt is timed on the first rows (that work is kept), which gives the model's time per
     computed token here; each candidate's tokens per row come from rendering it (examples make a prompt
     dearer, "similar" examples most, as no row shares them). Halving then costs, per rung, the survivors
-    times the rows that rung adds, at the planned candidates' mean cost.
+    (the starting and default prompts and the best third of the others) times the rows that rung adds, at
+    the planned candidates' mean cost.
     """
     if settings.max_candidates is not None:
         return space[:settings.max_candidates]
@@ -566,8 +653,10 @@ def _plan(space: list[Candidate], sizes: list[int], settings: SearchSettings, ju
     while count < len(tokens):
         first_rung += sizes[0] * tokens[count]
         mean = first_rung / sizes[0] / (count + 1)
-        later = sum(math.ceil((count + 1) * settings.keep_fraction ** k) * (sizes[k] - sizes[k - 1])
-                    for k in range(1, len(sizes)))
+        anchors = sum(1 for c in space[:count + 1] if c.role)  # judged on every rung
+        others = count + 1 - anchors
+        later = sum((anchors + min(others, max(2, math.ceil(others * settings.keep_fraction ** k))))
+                    * (sizes[k] - sizes[k - 1]) for k in range(1, len(sizes)))
         if PLAN_MARGIN * per_token * (first_rung + mean * later) > left:
             break
         count += 1
@@ -612,8 +701,9 @@ def _report(on_progress: Progress | None, on_leaderboard: Callable | None, plann
         on_leaderboard(leaderboard(planned, sizes))
 
 
-def leaderboard(planned: list[Candidate], sizes: list[int]) -> list[dict]:
-    """Every scored candidate, those judged on the most rows first, best first among them."""
+def leaderboard(planned: list[Candidate], sizes: list[int], chosen: Candidate | None = None) -> list[dict]:
+    """Every scored candidate, those judged on the most rows first, best first among them; ``chosen`` (the
+    prompt the search returns, marked ``chosen``) is not always the first: see ``keep_or_replace``."""
     scored = [c for c in planned if c.scores]
     scored.sort(key=lambda c: (-c.best()[0], -c.best()[1], c.spec.shots))
     table = []
@@ -624,19 +714,31 @@ def leaderboard(planned: list[Candidate], sizes: list[int]) -> list[dict]:
                       "selection": candidate.spec.selection if candidate.spec.shots else "",
                       "style": candidate.spec.example_style if candidate.spec.shots else "",
                       "calibration": candidate.calibration.get(rows, ""), "score": round(score, 4), "rows": rows,
-                      "ms_per_row": round(1000 * candidate.seconds / max(candidate.rows_scored, 1), 1)})
+                      "ms_per_row": round(1000 * candidate.seconds / max(candidate.rows_scored, 1), 1),
+                      "chosen": candidate is chosen})
     return table
 
 
 # -- explaining the result ----------------------------------------------------------------------------------
 
 def explain(start: PromptSpec, first: Candidate, winner: Candidate, rows: int, metric: str,
-            counts: dict) -> list[str]:
-    """What changed from the starting prompt to the winner, and what it did on the selection rows."""
+            counts: dict, guard: dict | None = None) -> list[str]:
+    """What changed from the starting prompt to the winner, and what it did on the selection rows.
+
+    ``guard`` is ``keep_or_replace``'s test: when it kept a prompt, the first line says so and why.
+    """
     name = metric_name(metric)
     spec = winner.spec
     lines = []
-    if winner is first:
+    if guard and guard["kept"]:
+        lines.append(f"Kept {winner.called()}: no prompt tried was clearly better. The best of the others "
+                     f"({guard['candidate']}) scored {_shown(guard['candidate_score'], metric)} {name} against "
+                     f"{_shown(guard['reference_score'], metric)} on the same {rows_phrase(rows, counts)}, a lead "
+                     f"of {_points(guard['difference'], metric)}, within one standard error of the difference on those "
+                     f"rows ({_points(guard['standard_error'], metric)}; {p_text(guard['p_value'], guard.get('resamples'))}, "
+                     f"{guard['test']}). The best of many prompts on a few hundred rows is partly the luckiest; "
+                     "such a lead often does not carry over to new rows.")
+    elif winner is first:
         lines.append("Your prompt was already the best of those tried; nothing was changed.")
     if spec.instruction != start.instruction:
         shown = spec.instruction or DEFAULT_INSTRUCTION[spec.task]
@@ -652,12 +754,22 @@ def explain(start: PromptSpec, first: Candidate, winner: Candidate, rows: int, m
             lines.append("No examples (zero-shot): examples did not help this model on these rows, and they cost "
                          "tokens on every query.")
     method = winner.calibration.get(rows, "none")
+    if guard and guard["kept"]:
+        calibration = start.calibration if winner.role == "start" else winner.spec.calibration
+        lines.append(f"Calibration: as it was ({calibration}); on these rows {method} scored best.")
+        return lines
     lines.append({"none": "Calibration: none (the raw scores were best).",
                   "content-free": "Calibration: content-free (the model's lean on an empty text is taken out).",
                   "fitted": "Calibration: fitted (the model's average lean over rows that are never scored is "
                             "taken out)."}.get(method, f"Calibration: {method}."))
     before = first.scores.get(rows)
-    if before is not None and winner is not first:
+    if guard and not guard["kept"]:
+        lines.append(f"On the same {rows_phrase(rows, counts)} it scored {_shown(guard['candidate_score'], metric)} "
+                     f"{name} against {_shown(guard['reference_score'], metric)} for {guard['reference_called']}, "
+                     f"a lead of {_points(guard['difference'], metric)}, more than one standard error of the difference "
+                     f"on those rows ({_points(guard['standard_error'], metric)}; "
+                     f"{p_text(guard['p_value'], guard.get('resamples'))}, {guard['test']}).")
+    elif before is not None and winner is not first:
         lines.append(f"On the same {rows_phrase(rows, counts)} it scored {_shown(winner.scores[rows], metric)} {name} "
                      f"against {_shown(before, metric)} for your prompt.")
     elif winner is not first:
@@ -679,13 +791,21 @@ def _shown(score: float, metric: str) -> str:
     return f"{score:.1f}" if metric == "chrf" else f"{score:.1%}"
 
 
-def _warnings(judge: _Judge, planned: list[Candidate], ranking: list[int], rows: int, counts: dict) -> list[dict]:
+def _points(difference: float, metric: str) -> str:
+    """A difference of two scores in points: of percent (accuracy, macro-F1) or of chrF."""
+    return f"{difference if metric == 'chrf' else difference * 100:.1f} points"
+
+
+def _warnings(judge: _Judge, planned: list[Candidate], ranking: list[int], rows: int, counts: dict,
+              chosen: int | None = None) -> list[dict]:
+    """Too few selection rows; a winner whose lead on the runner-up is within noise (not when a prompt was kept:
+    the explanation says why it was kept)."""
     warnings = []
     if rows < MIN_RELIABLE_ROWS:
         warnings.append({"code": "few_selection_rows", "message": f"The winner was chosen on {rows} rows; under "
                          f"{MIN_RELIABLE_ROWS}, a few points between prompts can be luck. Give more validation or "
                          "training rows, or a larger budget.", "numbers": {"rows": rows, **counts}})
-    if len(ranking) > 1:
+    if len(ranking) > 1 and chosen in (None, ranking[0]):
         a, b = planned[ranking[0]], planned[ranking[1]]
         scale = 100.0 if judge.metric == "chrf" else 1.0
         lead = (a.scores[rows] - b.scores[rows]) / scale
@@ -705,7 +825,8 @@ def found_lines(search: dict, test_score: float | None) -> list[str]:
     spec = PromptSpec.from_dict(search["spec"])
     lines = [f"{search['evaluated']} of {search['candidates']} planned prompts were tried in {search['seconds']:.0f} s "
              f"(budget {search['budget_seconds']:.0f} s), chosen on validation rows, never on the test rows.",
-             f"The winner ({spec.name()}, calibration {spec.calibration}) scored {name} "
+             f"{'The prompt kept' if (search.get('guard') or {}).get('kept') else 'The winner'} ({spec.name()}, "
+             f"calibration {spec.calibration}) scored {name} "
              f"{search['validation_score'] * scale:.1f}{unit} on {rows_phrase(search['rows'], search.get('selection_rows', {}))}"
              + (f" and {test_score * scale:.1f}{unit} on the test rows." if test_score is not None else ".")]
     lines += [line for line in search.get("explanation", []) if not line.startswith("On the same")]

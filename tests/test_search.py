@@ -260,3 +260,109 @@ def test_text_to_text_search_judges_by_chrf(tiny_model):
     assert result.spec.task == "text-to-text" and result.spec.calibration == "none"
     assert {row["instruction"] for row in result.leaderboard} <= {"yours", "generic", "examples", "minimal"}
     assert result.leaderboard[0]["rows"] == result.rows
+
+
+# -- the final guard: the best candidate replaces the starting/default prompt only if clearly better -------------
+
+def rig(monkeypatch, *, clear: bool):
+    """Scoring where the starting prompt is right on every second row and every other prompt wrong, except the
+    'annotator' zero-shot one: right on every row if ``clear``, else right on 5 rows the start gets wrong and
+    wrong on 3 it gets right (of 60: a lead of 2 rows, less than one standard error, about 2.8 rows)."""
+
+    def fake_run(self, number, candidate, rows):
+        out = []
+        for i in rows:
+            truth = candidate.spec.labels.index(self.references[i])
+            if candidate.role == "start":
+                right = i % 2 == 0
+            elif candidate.instruction == PLANTED and candidate.spec.shots == 0:
+                right = clear or (i % 2 == 0 and i % 20 != 0) or i in (1, 3, 5, 7, 9)
+            else:
+                right = False
+            row = np.zeros(len(candidate.spec.labels))
+            row[truth if right else 1 - truth] = 10.0
+            out.append(row)
+        self._content_free[number] = np.zeros(len(candidate.spec.labels))
+        return out
+
+    monkeypatch.setattr(search_module._Judge, "_run", fake_run)
+    monkeypatch.setattr(search_module, "model_label_words", lambda *a, **k: {})
+
+
+GUARD_SETTINGS = dict(max_candidates=40, first_rows=20, max_rows=60, budget_seconds=36000)
+
+
+def test_the_guard_keeps_the_starting_prompt_when_the_best_leads_within_noise(monkeypatch):
+    rig(monkeypatch, clear=False)
+    result = search_prompt(_Loaded(), start_spec(), train=toy_reviews(200, seed=1), validation=toy_reviews(30, seed=2),
+                           settings=SearchSettings(**GUARD_SETTINGS))
+    guard = result.guard
+    assert guard["kept"] and guard["reference"] == "start" and guard["rows"] == 60
+    assert 0 < guard["difference"] < guard["standard_error"] and guard["p_value"] > 0.3
+    assert "annotator" in guard["candidate"] and guard["test"] in ("exact McNemar", "paired bootstrap")
+    assert result.spec == start_spec()  # the starting prompt exactly as it was, its calibration ("auto") too
+    assert result.explanation[-1].startswith("Calibration: as it was (auto)")
+    assert result.validation_score == guard["reference_score"] == pytest.approx(0.5, abs=0.05)
+    assert result.explanation[0].startswith("Kept your prompt: no prompt tried was clearly better.")
+    assert not any(w["code"] == "lead_within_noise" for w in result.warnings)  # the explanation says why instead
+    top, chosen = result.leaderboard[0], [row for row in result.leaderboard if row["chosen"]]
+    assert top["instruction"] == PLANTED and not top["chosen"]  # the best score is shown, but not returned
+    assert len(chosen) == 1 and chosen[0]["score"] == result.validation_score and chosen[0]["rows"] == 60
+    assert result.winner == chosen[0]["candidate"]
+    lines = search_module.found_lines(result.to_dict(), test_score=None)
+    assert lines[1].startswith("The prompt kept") and any(line.startswith("Kept your prompt") for line in lines)
+
+
+def test_the_guard_lets_a_clearly_better_prompt_win(monkeypatch):
+    rig(monkeypatch, clear=True)  # the planted prompt is right on every row, the start on half
+    result = search_prompt(_Loaded(), start_spec(), train=toy_reviews(200, seed=1), validation=toy_reviews(30, seed=2),
+                           settings=SearchSettings(**GUARD_SETTINGS))
+    guard = result.guard
+    assert not guard["kept"] and guard["reference"] == "start" and guard["difference"] > 3 * guard["standard_error"]
+    assert result.spec.instruction == search_module.TEMPLATES["classification"][PLANTED]
+    assert result.validation_score == 1.0 == guard["candidate_score"]
+    assert result.leaderboard[0]["chosen"] and result.leaderboard[0]["instruction"] == PLANTED
+    assert any("a lead of 50.0 points, more than one standard error" in line and "for your prompt" in line
+               for line in result.explanation)
+
+
+def test_a_margin_of_zero_returns_the_best_whenever_it_leads(monkeypatch):
+    rig(monkeypatch, clear=False)
+    result = search_prompt(_Loaded(), start_spec(), train=toy_reviews(200, seed=1), validation=toy_reviews(30, seed=2),
+                           settings=SearchSettings(**GUARD_SETTINGS, keep_margin=0.0))
+    assert not result.guard["kept"] and result.spec.instruction == search_module.TEMPLATES["classification"][PLANTED]
+
+
+def test_the_starting_and_default_prompts_are_judged_on_every_rung(monkeypatch):
+    rig(monkeypatch, clear=True)
+    result = search_prompt(_Loaded(), start_spec(), train=toy_reviews(200, seed=1), validation=toy_reviews(30, seed=2),
+                           settings=SearchSettings(**GUARD_SETTINGS))
+    rows = {row["candidate"]: row["rows"] for row in result.leaderboard}
+    assert rows["instruction: generic; answers: as given; no examples"] == 60  # the start, right on half the rows
+    # the default 4-shot prompt is always wrong, and still judged on all the rows
+    assert rows["instruction: generic; answers: as given; 4 examples, balanced, conversation"] == 60
+    assert sum(r == 60 for r in rows.values()) == 2 + 13  # and the best third of the 38 others
+
+
+def test_the_guard_compares_with_the_better_of_the_starting_and_default_prompts():
+    from pvf_core.search import Candidate, keep_or_replace
+
+    class FakeJudge:
+        task, metric = "classification", "accuracy"
+        references = ["positive", "negative"] * 30
+
+        def predictions(self, number, candidate, upto):
+            right = {0: range(10), 1: range(40), 2: range(4, 46)}[number]  # rows right: start, default, best other
+            return [r if i in right else ("negative" if r == "positive" else "positive")
+                    for i, r in enumerate(self.references[:upto])]
+
+    planned = [Candidate(start_spec(), "generic", "as given", role="start"),
+               Candidate(start_spec(shots=4), "generic", "as given", role="default"),
+               Candidate(start_spec(shots=2), "generic", "as given")]
+    for candidate, right in zip(planned, (10, 40, 42)):
+        candidate.scores[60] = right / 60
+    chosen, guard = keep_or_replace(FakeJudge(), planned, [2, 1, 0], 60)
+    assert chosen == 1 and guard["kept"] and guard["reference"] == "default"  # 6 v 4 rows only one got right
+    assert guard["reference_called"] == "the default 4-shot prompt"
+    chosen, guard = keep_or_replace(FakeJudge(), planned, [1, 0], 60)
+    assert chosen == 1 and guard is None  # the best is itself a prompt the user would try first

@@ -20,7 +20,7 @@ MAX_CANDIDATES: int | None = None  # None: as many as the budget allows (tests f
 DEFAULT_BUDGET = 120
 DEMO_BUDGET = 60
 LEADERBOARD_COLUMNS = {"rank": "#", "candidate": "prompt tried", "calibration": "calibration", "score": "score (%)",
-                       "rows": "rows judged", "ms_per_row": "ms per row"}
+                       "rows": "rows judged", "chosen": "chosen", "ms_per_row": "ms per row"}
 
 
 def apply_pending(dataset: Any, apply: Callable[[PromptSpec, Any], None]) -> None:
@@ -40,7 +40,8 @@ def show(dataset: Any, start: PromptSpec | None, *, loaded: Callable[[], Any],
                "itself prefers for each answer's training rows), 0 to 8 examples picked in different ways, and "
                "calibration. It chooses on the validation rows (topped up with training rows, never shown to "
                "themselves as examples), never on the test rows; the winner is then scored once on the test rows "
-               "and kept as a new version. Your form is the starting point and one of the candidates.")
+               "and kept as a new version. Your form is the starting point and one of the candidates; it (or the default "
+               "4-shot prompt, if better) is kept unless another prompt leads it by more than the noise of those rows.")
     budget = st.slider("Time to spend (seconds)", 30, limit, min(DEFAULT_BUDGET, limit), step=30,
                        key="pb_search_budget",
                        help="More time tries more prompts and judges the best on more rows.")
@@ -101,7 +102,8 @@ def _show_result(last: dict) -> None:
     scale = 1 if metric == "chrf" else 100
     name = metric_name(metric)
     test_score = last["metrics"].get(metric)
-    st.success(f"Best prompt found, kept as **{last['version']}** and put into the form: {name} "
+    found = "No prompt was clearly better; the one" if (search.get("guard") or {}).get("kept") else "Best prompt found,"
+    st.success(f"{found} kept as **{last['version']}** and put into the form: {name} "
                f"{search['validation_score'] * scale:.1f} on {rows_phrase(search['rows'], search['selection_rows'])}, "
                f"{test_score * scale:.1f} on the test rows (scored once, after choosing).")
     for line in search["explanation"]:
