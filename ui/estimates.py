@@ -14,6 +14,10 @@ from ui import resources
 from ui.job_view import duration
 
 ESTIMATE_TTL_SECONDS = 300  # the speed is measured again after this long (the machine's load changes)
+# Real single queries timed per arm while the page draws: none. Timing them delays the whole page (over a
+# minute on a busy 2-core machine); the page's estimate takes a latency row's fixed part from the speed probe,
+# and the comparison, once started, times a few of its real queries (estimate.LATENCY_SAMPLE) in its own process.
+PAGE_SAMPLE = 0
 
 
 @st.cache_data(ttl=ESTIMATE_TTL_SECONDS, show_spinner="Estimating the time (measuring this machine's speed)…")
@@ -24,7 +28,8 @@ def _comparison_estimate(workspace_key: str, dataset_id: int, model: str, shots:
         dataset = load_dataset(dataset_id)
         lora = preset_settings("balanced", seed=0, epochs=epochs)
         return estimate_comparison(dataset.splits, model=model, shots=shots, max_train=max_train, limit=limit,
-                                   lora=lora, learning_curve=curve, loaded=resources.model(model)).to_dict()
+                                   lora=lora, learning_curve=curve, loaded=resources.model(model),
+                                   sample=PAGE_SAMPLE).to_dict()
     except PvfError as error:
         return error.message
 
@@ -58,7 +63,8 @@ def comparison_estimate(dataset_id: int, model: str, shots, max_train: int, limi
                      f"batch) times this machine's speed measured now ({found['speed']['ms_per_token']:.2f} ms per "
                      f"scored token); training speed from {found['basis']}. Each arm also answers its first "
                      f"{LATENCY_ROWS} test rows one query at a time to measure latency (about {duration(latency)} in "
-                     "all, timed on a few of those queries now). Early stopping can end training sooner; other "
+                     "all, from single probe queries timed now; once started, the comparison times a few of its "
+                     "real queries and updates this). Early stopping can end training sooner; other "
                      "work on the machine makes it slower. While it runs, the time left is this estimate's rest, "
                      "rescaled by how long the work so far took against it.")
 

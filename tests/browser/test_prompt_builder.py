@@ -56,7 +56,8 @@ def test_find_a_better_prompt_on_the_sample(app_url, page, tmp_path):
     page.get_by_role("link", name="Build a prompt").click()
     expect(page.get_by_role("heading", name="Find a better prompt for me")).to_be_visible(timeout=WAIT)
     page.get_by_role("button", name="Find a better prompt").click()  # the slider's least: 30 s
-    done = page.get_by_text("Best prompt found, kept as", exact=False)
+    # the search's best, or the starting/default prompt when no other led it beyond noise
+    done = page.get_by_text(re.compile(r"(Best prompt found,|No prompt was clearly better; the one) kept as"))
     expect(done).to_be_visible(timeout=RUN_TIMEOUT)
     expect(done).to_contain_text("validation rows")
     expect(done).to_contain_text("on the test rows")
