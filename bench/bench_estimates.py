@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parent.parent
-DATASETS = ROOT.parent / "shared" / "datasets"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from check_comparisons import first_rows  # noqa: E402  (this folder is on sys.path when run as a script)
 
 # name, data set, training rows, test rows, shots, epochs
 CASES = [
@@ -44,15 +44,11 @@ QUICK_CASE = ("sst2-quick", "sst2", 24, 12, "0,1", 1.0)  # --quick: a smoke run 
 
 def run_case(name: str, data: str, train_rows: int, test_rows: int, shots: str, epochs: float, model: str,
              work: Path) -> dict:
-    train = pd.read_csv(DATASETS / f"{data}_train.csv", keep_default_na=False).head(train_rows)
-    test = pd.read_csv(DATASETS / f"{data}_test.csv", keep_default_na=False).head(test_rows)
     folder = work / name
-    folder.mkdir(parents=True)
-    train.to_csv(folder / "train.csv", index=False)
-    test.to_csv(folder / "test.csv", index=False)
+    train, train_csv, test_csv = first_rows(data, train_rows, test_rows, folder)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pvf_core", "compare", "--train", str(folder / "train.csv"),
-                           "--test", str(folder / "test.csv"), "--shots", shots, "--epochs", str(epochs),
+    done = subprocess.run([sys.executable, "-m", "pvf_core", "compare", "--train", str(train_csv),
+                           "--test", str(test_csv), "--shots", shots, "--epochs", str(epochs),
                            "--model", model, "--output", str(folder / "out"), "--json"],
                           cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:

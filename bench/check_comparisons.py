@@ -43,6 +43,17 @@ def cli(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def first_rows(stem: str, train_rows: int, test_rows: int, folder: Path) -> tuple[pd.DataFrame, Path, Path]:
+    """The first rows of a shared data set's train and test files, written to ``folder`` (so every command
+    sees the same rows): the training rows and the two files' paths."""
+    train = pd.read_csv(DATASETS / f"{stem}_train.csv", keep_default_na=False).head(train_rows)
+    test = pd.read_csv(DATASETS / f"{stem}_test.csv", keep_default_na=False).head(test_rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    train.to_csv(folder / "train.csv", index=False)
+    test.to_csv(folder / "test.csv", index=False)
+    return train, folder / "train.csv", folder / "test.csv"
+
+
 def batch_calibrated(raw: list[dict], labels: list[str], shares: np.ndarray | None) -> list[str]:
     """The old default: divide by the mean over the scored rows (times the training shares, if given)."""
     probs = np.array([[row[label] for label in labels] for row in raw])
@@ -54,15 +65,10 @@ def batch_calibrated(raw: list[dict], labels: list[str], shares: np.ndarray | No
 def check(name: str, model: str, train_rows: int, test_rows: int, work: Path, shots: str) -> dict:
     from pvf_core.compare import Comparison, build_comparison
 
-    stem = SETS[name]
-    train = pd.read_csv(DATASETS / f"{stem}_train.csv", keep_default_na=False).head(train_rows)
-    test = pd.read_csv(DATASETS / f"{stem}_test.csv", keep_default_na=False).head(test_rows)
     folder = work / name
-    folder.mkdir(parents=True, exist_ok=True)
-    train.to_csv(folder / "train.csv", index=False)
-    test.to_csv(folder / "test.csv", index=False)
+    _, train_csv, test_csv = first_rows(SETS[name], train_rows, test_rows, folder)
     started = time.perf_counter()
-    result = cli("compare", "--train", folder / "train.csv", "--test", folder / "test.csv", "--shots", shots,
+    result = cli("compare", "--train", train_csv, "--test", test_csv, "--shots", shots,
                  "--model", model, "--output", folder / "run")
     seconds = time.perf_counter() - started
     comparison = Comparison.load(folder / "run")

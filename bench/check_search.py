@@ -24,27 +24,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parent.parent
-DATASETS = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from check_comparisons import cli  # noqa: E402  (this folder is on sys.path when run as a script)
+from check_comparisons import cli, first_rows  # noqa: E402  (this folder is on sys.path when run as a script)
 
 
 def check(name: str, work: Path, budget: float, model: str, train_rows: int, test_rows: int,
           max_candidates: int | None) -> dict:
     from pvf_core.metrics import unbalanced
 
-    train = pd.read_csv(DATASETS / f"{name}_train.csv", keep_default_na=False).head(train_rows)
-    test = pd.read_csv(DATASETS / f"{name}_test.csv", keep_default_na=False).head(test_rows)
-    folder = work / name
-    folder.mkdir(parents=True, exist_ok=True)
-    train.to_csv(folder / "train.csv", index=False)
-    test.to_csv(folder / "test.csv", index=False)
-    files = ("--train", folder / "train.csv", "--test", folder / "test.csv", "--model", model)
+    train, train_csv, test_csv = first_rows(name, train_rows, test_rows, work / name)
+    files = ("--train", train_csv, "--test", test_csv, "--model", model)
     default = cli("prompt", *files, "--shots", 4)
     started = time.perf_counter()
     fixed = ("--max-candidates", max_candidates) if max_candidates else ()
