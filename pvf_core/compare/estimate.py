@@ -38,6 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..evaluate import LATENCY_ROWS, PRUNE_FROM_LABELS  # the harness's own (the module loads no torch)
 from ..finetune.estimates import _duration
 
 START_KEY = "comparison start-up"  # jobs.remember_duration key: a comparison job's imports and model load
@@ -52,8 +53,6 @@ TRAIN_TOKEN_FACTOR = 1.0
 # One generated token of text-to-text answers costs a forward pass of its batch; per token it costs this many
 # scored tokens (small batches use the cores less well).
 GENERATED_TOKEN_FACTOR = 4.0
-LATENCY_ROWS = 30  # evaluate.LATENCY_ROWS (not imported: that module imports torch)
-PRUNE_FROM_LABELS = 21  # evaluate.PRUNE_FROM_LABELS (likewise)
 LATENCY_SAMPLE = 5  # real single queries timed per arm (after one warm-up) for a latency row's fixed part (the median)
 SPEED_FILE = "speed.json"  # in the workspace: the last speed measured per model (for the fine-tuning wizard)
 
