@@ -28,6 +28,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -602,9 +603,7 @@ def keep_or_replace(judge: _Judge, planned: list[Candidate], ranking: list[int],
     labels = list(planned[best].spec.labels) if judge.task == "classification" else None
     refs = judge.references[:upto]
 
-    def arm(number: int) -> Any:
-        from types import SimpleNamespace
-
+    def arm(number: int) -> Any:  # what compare_pair reads of an evaluated arm
         return SimpleNamespace(arm=planned[number].describe(), references=refs,
                                predictions=judge.predictions(number, planned[number], upto))
 
