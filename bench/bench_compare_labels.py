@@ -13,7 +13,7 @@ rest. Goal of issue 13: the 150-label comparison takes at most 2× the wall time
 CLI process's CPU time is printed too: on a shared machine it moves less than wall time. ``--code DIR`` times
 another checkout's ``pvf_core`` (e.g. the version before a change) on the same data.
 
-Results (JSON) go under bench/results/; the bf16 matmul peak is measured in the same run.
+Results (JSON) go under bench/results/; the matmul peak in the harness's scoring dtype is measured in the same run.
 """
 
 from __future__ import annotations
@@ -176,25 +176,26 @@ def main() -> None:
     args = parse()
     import torch
 
-    from bench_prompt import matmul_peak
+    from bench_prompt import scoring_peak
 
     counts = [int(n) for n in args.labels.split(",")]
     print(f"compare on generated data: {args.train_rows} train rows (validation carved from them), "
           f"{args.test_rows} test rows, shots {args.shots}, {args.epochs:g} epoch(s), {torch.get_num_threads()} "
           "threads", flush=True)
-    peaks = [matmul_peak(torch.bfloat16)]
+    dtype_name, first_peak = scoring_peak()
+    peaks = [first_peak]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
             results.append(run_one(args, Path(tmp), n))
             print(f"  {n} labels: {results[-1]['wall_seconds']} s wall, {results[-1]['cpu_seconds']} s CPU", flush=True)
-    peaks.append(matmul_peak(torch.bfloat16))
+    peaks.append(scoring_peak()[1])
     peak = statistics.mean(peaks)
-    print_table(results, peak)
+    print_table(results, peak, dtype_name)
     folder = Path(args.results_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / time.strftime("bench_compare_labels-%Y%m%d-%H%M%S.json")
-    path.write_text(json.dumps({"args": vars(args), "bf16_matmul_peak_gflops": round(peak / 1e9, 1),
+    path.write_text(json.dumps({"args": vars(args), "matmul_peak_dtype": dtype_name, "matmul_peak_gflops": round(peak / 1e9, 1),
                                 "results": results}, indent=2))
     print(f"saved {path}")
 
@@ -207,7 +208,7 @@ def by_arm(r: dict, arm: str) -> float:
     return sum(v for k, v in r["phases"].items() if k.split("|")[0] == arm)
 
 
-def print_table(results: list[dict], peak: float) -> None:
+def print_table(results: list[dict], peak: float, dtype_name: str) -> None:
     base = results[0]
     rows: list[tuple[str, list[float]]] = []
     for phase in PHASES:
@@ -230,7 +231,7 @@ def print_table(results: list[dict], peak: float) -> None:
         note = next((a["calibration"]["note"] for a in r["arms"] if (a["calibration"] or {}).get("note")), None)
         arms += f"; {note}" if note else ""
         print(f"{r['labels']} labels, accuracy (calibration): {arms}")
-    print(f"bf16 matmul peak measured in this run: {peak / 1e9:.0f} GFLOP/s")
+    print(f"{dtype_name} matmul peak (the dtype the harness scores in) measured in this run: {peak / 1e9:.0f} GFLOP/s")
     for r in results[1:]:
         ratio = r["wall_seconds"] / base["wall_seconds"]
         print(f"{r['labels']} labels take {ratio:.2f}x the wall time of {base['labels']} labels "

@@ -11,7 +11,7 @@ settings, float32, every row padded to the max length. Both adapters are then sc
 before each side (the machine is shared, so the numbers move; the ratios are what to read).
 
 Training FLOP/s is counted as 6 × parameters × tokens / s over the example tokens trained on (nanoGPT's
-estimate_mfu), as a fraction of the bf16 matmul peak measured here; the tokens actually computed are fewer
+estimate_mfu), as a fraction of the matmul peak of the dtype training computes in (bf16 where the CPU has it natively, else fp32), measured here; the tokens actually computed are fewer
 (the shared prompt prefix runs once per batch), which the "computed" line shows.
 
 Threads: by default the reference uses torch's default (all cores) and ours picks its own count by timing
@@ -96,17 +96,23 @@ def matmul_peak(threads: int) -> dict:
     machine one thread can beat two), or on exactly ``threads``."""
     import torch
 
+    from pvf_core.models import best_dtype
+
     counts = [threads] if threads else sorted({1, torch.get_num_threads()})
     out = {"fp32": 0.0, "bf16": 0.0}
+    # a CPU without native bf16 takes minutes per bf16 matmul, and trains in fp32: its peak is the fp32 one
+    native = best_dtype() == torch.bfloat16
     for count in counts:
         torch.set_num_threads(count)
-        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))[:2 if native else 1]:
             a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
             a @ b
             for _ in range(5):
                 t = time.perf_counter()
                 a @ b
                 out[name] = max(out[name], 2 * 2048 ** 3 / (time.perf_counter() - t))
+    out["train"] = out["bf16" if native else "fp32"]  # the peak of the dtype training computes in
+    out["train_dtype"] = "bf16" if native else "fp32"
     return out
 
 
@@ -263,13 +269,15 @@ def main() -> None:
     if args.concurrent:
         peaks = {name: run_side("peak", args, out_dir) for name in names[:1]}
         peaks.update({name: peaks[names[0]] for name in names})
-        print(f"machine now: bf16 {peaks[names[0]]['bf16'] / 1e9:.0f} GFLOP/s; training both sides at once...", flush=True)
+        print(f"machine now: {peaks[names[0]]['train_dtype']} {peaks[names[0]]['train'] / 1e9:.0f} GFLOP/s; training both "
+              "sides at once...", flush=True)
         running = {name: start_side(name, args, out_dir) for name in names}
         sides = {name: finish_side(name, process, out_dir) for name, process in running.items()}
     for name in names if not args.concurrent else []:
         peaks[name] = run_side("peak", args, out_dir)
-        print(f"[{name}] machine now: fp32 {peaks[name]['fp32'] / 1e9:.0f} GFLOP/s, bf16 "
-              f"{peaks[name]['bf16'] / 1e9:.0f} GFLOP/s; training...", flush=True)
+        bf16 = f"{peaks[name]['bf16'] / 1e9:.0f} GFLOP/s" if peaks[name]["bf16"] else "not native (not measured)"
+        print(f"[{name}] machine now: fp32 {peaks[name]['fp32'] / 1e9:.0f} GFLOP/s, bf16 {bf16}; training...",
+              flush=True)
         sides[name] = run_side(name, args, out_dir)
     for name in names:
         print(f"[{name}] {sides[name]['examples_per_second']:.2f} examples/s, peak {sides[name]['peak_rss_mb']:.0f} MB",
@@ -309,15 +317,15 @@ def report(args: argparse.Namespace, sides: dict, peaks: dict, scores: dict, pre
                   f"peak memory ours/reference: {memory:.2f}   (goal <= 1)",
                   f"accuracy ours - reference: {100 * delta:+.1f} points   (goal >= -1)",
                   f"ours, training FLOP/s (6·N·example tokens/s): {ours['flops'] / 1e9:.0f} GFLOP/s = "
-                  f"{100 * ours['flops_fraction']:.0f}% of the bf16 matmul peak measured now "
-                  f"({peaks['ours']['bf16'] / 1e9:.0f} GFLOP/s; goal >= 35%); counting only the tokens computed "
+                  f"{100 * ours['flops_fraction']:.0f}% of the {peaks['ours']['train_dtype']} matmul peak measured now "
+                  f"({peaks['ours']['train'] / 1e9:.0f} GFLOP/s; goal >= 35%); counting only the tokens computed "
                   f"(prefix once per batch): {100 * ours['computed_flops_fraction']:.0f}%"]
         if ours.get("non_embedding_params"):
             executed = 4 * ours["non_embedding_params"] * ours["computed_tokens"] / ours["train_seconds"]
-            results["executed_flops_fraction"] = executed / peaks["ours"]["bf16"]
+            results["executed_flops_fraction"] = executed / peaks["ours"]["train"]
             lines.append(f"ours, FLOP/s actually executed (≈ 4 × non-embedding parameters × computed tokens / s: "
                          f"frozen weights get no weight gradients, the output layer runs only at answer tokens): "
-                         f"{executed / 1e9:.0f} GFLOP/s = {100 * executed / peaks['ours']['bf16']:.0f}% of that peak; "
+                         f"{executed / 1e9:.0f} GFLOP/s = {100 * executed / peaks['ours']['train']:.0f}% of that peak; "
                          f"threads used: {ours['threads']}")
     if predicted and "ours" in sides:
         results["estimate"] = predicted

@@ -12,7 +12,7 @@ label's tokens fed on its own. Both must give the same prediction on every row; 
 row side by side and the time of each size against 10 labels (goal: 150 labels ≤ 4×). A third column
 scores with pruning (``prune_bias``: only labels that can still win are scored in full; same argmax).
 
-Throughput is also given as a share of the machine's bf16 matmul peak, measured in the same run (2048²
+Throughput is also given as a share of the machine's matmul peak in the dtype the harness scores in (float32 on a CPU), measured in the same run (2048²
 matmuls, median of 7): FLOPs counted as 2 × parameters × tokens run (each row's own tokens and the fed
 answer tokens; the shared prefix once). Results are saved as JSON under bench/results/.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench_prompt import matmul_peak  # noqa: E402  (this folder is on sys.path when run as a script)
+from bench_prompt import scoring_peak  # noqa: E402  (this folder is on sys.path when run as a script)
 
 TOPICS = ["card", "transfer", "cash", "account", "loan", "pin", "fee", "refund", "top_up", "exchange_rate",
           "payment", "balance", "statement", "address", "phone", "password", "deposit", "wallet", "atm",
@@ -139,7 +139,8 @@ def main() -> None:
     dtype = str(loaded.dtype).replace("torch.", "")
     print(f"model {loaded.name} ({params / 1e6:.1f}M parameters, {dtype}), {args.rows} rows per label set, "
           f"{torch.get_num_threads()} threads", flush=True)
-    peaks = [matmul_peak(torch.bfloat16)]
+    dtype_name, first_peak = scoring_peak()
+    peaks = [first_peak]
     results = []
     for n in sizes:
         labels = label_set(n, args.seed)
@@ -147,19 +148,19 @@ def main() -> None:
         print(f"  {n} labels done: trie {results[-1]['trie']['ms_per_row']} ms/row, full "
               f"{results[-1]['full']['ms_per_row']} ms/row, pruned {results[-1]['pruned']['ms_per_row']} ms/row",
               flush=True)
-    peaks.append(matmul_peak(torch.bfloat16))
+    peaks.append(scoring_peak()[1])
     peak = statistics.mean(peaks)
     base = results[0]["trie"]["ms_per_row"]
     for r in results:
         for side in ("trie", "full"):
             flops = 2 * params * r[side]["tokens_per_row"] / (r[side]["ms_per_row"] / 1000)
-            r[side]["share_of_bf16_peak"] = flops / peak
+            r[side]["share_of_peak"] = flops / peak
         r["full_over_trie"] = round(r["full"]["ms_per_row"] / r["trie"]["ms_per_row"], 2)
         r["trie_vs_smallest"] = round(r["trie"]["ms_per_row"] / base, 2)
         r["pruned_vs_smallest"] = round(r["pruned"]["ms_per_row"] / results[0]["pruned"]["ms_per_row"], 2)
-    print_table(results, sizes[0], peak)
+    print_table(results, sizes[0], peak, dtype_name)
     result = {"model": loaded.name, "dtype": dtype, "threads": torch.get_num_threads(), "rows": args.rows,
-              "rounds": args.rounds, "bf16_matmul_peak_gflops": round(peak / 1e9, 1), "sizes": results}
+              "rounds": args.rounds, "matmul_peak_dtype": dtype_name, "matmul_peak_gflops": round(peak / 1e9, 1), "sizes": results}
     folder = Path(args.results_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / time.strftime("bench_labels-%Y%m%d-%H%M%S.json")
@@ -174,7 +175,7 @@ def len_rows(r: dict) -> str:
     return f"{r['rows_differing']} differ ({r['rows_differing_beyond_rounding']} beyond rounding)"
 
 
-def print_table(results: list[dict], smallest: int, peak: float) -> None:
+def print_table(results: list[dict], smallest: int, peak: float, dtype_name: str) -> None:
     print()
     print(f"{'labels':>7} {'listed':>7} {'fed trie':>9} {'fed full':>9} {'trie ms/row':>12} {'full ms/row':>12} "
           f"{'full/trie':>10} {'trie vs ' + str(smallest):>11} {'same preds':>11} {'trie % peak':>12} "
@@ -183,10 +184,10 @@ def print_table(results: list[dict], smallest: int, peak: float) -> None:
         print(f"{r['labels']:>7} {'yes' if r['listed'] else 'no':>7} {r['trie']['fed_tokens_per_row']:>9} "
               f"{r['full']['fed_tokens_per_row']:>9} {r['trie']['ms_per_row']:>12.1f} {r['full']['ms_per_row']:>12.1f} "
               f"{r['full_over_trie']:>9.2f}x {r['trie_vs_smallest']:>10.2f}x {len_rows(r):>11} "
-              f"{r['trie']['share_of_bf16_peak']:>11.1%} {r['pruned']['ms_per_row']:>14.1f} "
+              f"{r['trie']['share_of_peak']:>11.1%} {r['pruned']['ms_per_row']:>14.1f} "
               f"{r['pruned']['labels_scored_share']:>6.0%} {r['pruned_vs_smallest']:>12.2f}x "
               f"{len_rows(r['pruned']):>5}")
-    print(f"bf16 matmul peak measured in this run: {peak / 1e9:.0f} GFLOP/s")
+    print(f"{dtype_name} matmul peak (the dtype the harness scores in) measured in this run: {peak / 1e9:.0f} GFLOP/s")
     for r in results[1:]:
         for side in ("trie", "pruned"):
             ratio = r[f"{side}_vs_smallest"]

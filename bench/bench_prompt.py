@@ -67,6 +67,15 @@ def matmul_peak(dtype, size: int = 2048, repeats: int = 7) -> float:
     return 2 * size**3 / statistics.median(times)
 
 
+def scoring_peak() -> tuple[str, float]:
+    """(dtype name, FLOP/s): the matmul peak in the dtype the harness scores in (float32 on a CPU). A CPU
+    without native bf16 runs bf16 matmuls hundreds of times slower, so a bf16 peak would mean nothing there."""
+    from pvf_core.models import scoring_dtype
+
+    dtype = scoring_dtype()
+    return str(dtype).replace("torch.", ""), matmul_peak(dtype)
+
+
 def parse_label(answer: str, labels: list[str]) -> str | None:
     """The label word that appears first in a generated answer, if any."""
     lowered = answer.lower()
