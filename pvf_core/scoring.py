@@ -238,13 +238,7 @@ def _packed_inputs(runner: _Runner, lanes: list[list[int]], tries: dict[int, Ans
             keep[b, offset + n - 1] = True
             tail, extra = offset + n, trie.fed
             if extra:
-                if id(trie) not in made:
-                    tree = torch.zeros((extra, extra), dtype=torch.bool, device=device)
-                    for k, chain in enumerate(trie.ancestors):
-                        tree[k, chain] = True
-                    made[id(trie)] = (torch.tensor(trie.tokens, dtype=torch.long, device=device),
-                                      torch.tensor(trie.depths, dtype=torch.long, device=device), tree)
-                tokens, depths, tree = made[id(trie)]
+                tokens, depths, tree = _trie_tensors(trie, device, made)
                 span = slice(tail, tail + extra)
                 ids[b, span] = tokens
                 positions[b, span] = start + n + depths
@@ -371,56 +365,180 @@ def _score_pruned(runner: _Runner, answers: list[list[int]], divisor: np.ndarray
     both exact). ``rows`` limits the work to some rows (the others stay ``-inf``).
 
     A score only falls as an answer's tokens are added (each adds a log-prob ≤ 0), so once an answer's
-    first token is scored, ``first / divisor - bias`` bounds its final, biased score from above. Pass 1
-    runs the rows alone (every answer's first token, from the row's last position); then, per row, the
-    answers with the highest bounds are scored in full; any answer whose bound is still at or above the
-    best full biased score is scored next, until none is left. The argmax is therefore that of scoring
-    everything; answers skipped were below the winner by their bound. A row with more than
-    ``PRUNE_FULL_SHARE`` of the answers still to score gets every answer scored, as the whole trie.
+    first token is scored, ``first / divisor - bias`` bounds its final, biased score from above. Each group
+    of rows runs once on its own (``_KeptRows``: every answer's first token comes from the row's last
+    position) and keeps its key/value cache. Then, per row, the answers with the highest bounds are scored
+    in full on top of that cache (only their trie's tokens run, never the row again); any answer whose bound
+    is still at or above the best full biased score is scored next, until none is left. The argmax is
+    therefore that of scoring everything; answers skipped were below the winner by their bound. A row with
+    more than ``PRUNE_FULL_SHARE`` of the answers still to score gets every answer scored, as the whole trie.
     """
-    n_rows, n_answers = len(runner.suffixes), len(answers)
-    biases = np.atleast_2d(np.asarray(bias, dtype=np.float64))
-    firsts = answer_trie([a[:1] for a in answers])  # feeds nothing: the row's last position picks every first token
+    n_rows = len(runner.suffixes)
     rows = list(range(n_rows)) if rows is None else list(rows)
-    first = _score_rows(runner, rows, {i: firsts for i in rows}, n_answers, **budgets)
-    scores = np.full((n_rows, n_answers), -np.inf)
-    bounds = {i: first[i] / divisor - biases for i in rows}  # [biases, answers] per row
-    exact = np.zeros((n_rows, n_answers), dtype=bool)
-    single = np.array([len(a) == 1 for a in answers])
-    for i in rows:  # one-token answers are complete already
-        scores[i, single] = first[i][single] / divisor[single]
-        exact[i, single] = True
-    wanted = {i: {int(j) for b in bounds[i] for j in np.argsort(-b, kind="stable")[:PRUNE_FIRST_CANDIDATES]}
-              for i in rows}
-    whole = answer_trie(answers, share=share)
-    tries_by_set: dict[tuple, AnswerTrie] = {}
-    while True:
-        todo = {i: sorted(j for j in wanted[i] if not exact[i, j]) for i in rows}
-        todo = {i: js for i, js in todo.items() if js}
-        if not todo:
-            break
-        tries = {}
-        for i, js in todo.items():
-            if len(js) > PRUNE_FULL_SHARE * n_answers:
-                todo[i] = js = list(range(n_answers))
-                tries[i] = whole
-                continue
-            key = tuple(js)
-            if key not in tries_by_set:
-                sub = answer_trie([answers[j] for j in js], share=share)
-                # map the sub-trie's answer numbers back to the full list
-                sub.picks = [(slot, token, js[k]) for slot, token, k in sub.picks]
-                tries_by_set[key] = sub
-            tries[i] = tries_by_set[key]
-        # progress is reported by the first pass (every row once); these passes only finish some rows
-        found = _score_rows(runner, list(todo), tries, n_answers, **{**budgets, "on_batch": None})
-        for i, js in todo.items():
-            scores[i, js] = found[i][js] / divisor[js]
-            exact[i, js] = True
-        for i in rows:
-            best = np.max(np.where(exact[i], scores[i] - biases, -np.inf), axis=1, keepdims=True)
-            wanted[i] = set(np.nonzero(~exact[i] & (bounds[i] >= best - PRUNE_MARGIN).any(axis=0))[0].tolist())
+    scores = np.full((n_rows, len(answers)), -np.inf)
+    prune = _Pruning(answers, divisor, np.atleast_2d(np.asarray(bias, dtype=np.float64)), share)
+    lanes = [[rows[k] for k in lane]
+             for lane in _lanes([len(runner.suffixes[i]) for i in rows], budgets["lane_tokens"])]
+    lane_widths = [sum(len(runner.suffixes[i]) for i in lane) for lane in lanes]
+    tally = budgets.get("tally")
+    for group in _batches(lane_widths, budgets["batch_tokens"], budgets["max_lanes"], runner.prefix_length):
+        if budgets["should_stop"] and budgets["should_stop"]():
+            raise Stopped("The evaluation was stopped.")
+        started = time.perf_counter()
+        kept = _KeptRows(runner, [lanes[g] for g in group])
+        firsts = {i: kept.first_tokens(i, prune.first_ids) for i in kept.order}
+        wanted = {i: prune.start(i, scores[i], firsts[i]) for i in kept.order}
+        while True:
+            tries = {i: prune.trie_for(scores[i], wanted[i]) for i in kept.order}
+            tries = {i: trie for i, trie in tries.items() if trie is not None}
+            if not tries:
+                break
+            found = kept.score(tries, len(answers), budgets["batch_tokens"])
+            for i, trie in tries.items():
+                wanted[i] = prune.finish(i, scores[i], found[i], trie)
+                if tally is not None:
+                    tally[i] = tally.get(i, 0) + trie.fed
+        if tally is not None:
+            for i in kept.order:
+                tally[i] = tally.get(i, 0) + len(runner.suffixes[i])
+        if budgets["on_batch"]:
+            budgets["on_batch"](kept.order, time.perf_counter() - started)
     return scores
+
+
+class _Pruning:
+    """Which answers a row must still score, from their first-token bounds and the best full score so far."""
+
+    def __init__(self, answers: list[list[int]], divisor: np.ndarray, biases: np.ndarray, share: bool) -> None:
+        self.answers, self.divisor, self.biases, self.share = answers, divisor, biases, share
+        self.first_ids = np.array([a[0] for a in answers])
+        self.single = np.array([len(a) == 1 for a in answers])
+        self.whole = answer_trie(answers, share=share)
+        self.sub_tries: dict[tuple, AnswerTrie] = {}
+        self.bounds: dict[int, np.ndarray] = {}  # row -> [biases, answers]
+
+    def start(self, row: int, scores: np.ndarray, first: np.ndarray) -> set[int]:
+        """Fill in the row's one-token answers (complete already) in ``scores`` (that row's); the answers to
+        score first: the best by each bias."""
+        bounds = first / self.divisor - self.biases
+        self.bounds[row] = bounds
+        scores[self.single] = first[self.single] / self.divisor[self.single]
+        return {int(j) for b in bounds for j in np.argsort(-b, kind="stable")[:PRUNE_FIRST_CANDIDATES]}
+
+    def trie_for(self, scores: np.ndarray, wanted: set[int]) -> AnswerTrie | None:
+        """The trie of the wanted answers not yet scored (the whole trie past ``PRUNE_FULL_SHARE``), or None."""
+        todo = sorted(j for j in wanted if not np.isfinite(scores[j]))
+        if not todo:
+            return None
+        if len(todo) > PRUNE_FULL_SHARE * len(self.answers):
+            return self.whole
+        key = tuple(todo)
+        if key not in self.sub_tries:
+            sub = answer_trie([self.answers[j] for j in todo], share=self.share)
+            sub.picks = [(slot, token, todo[k]) for slot, token, k in sub.picks]  # back to the full list's numbers
+            self.sub_tries[key] = sub
+        return self.sub_tries[key]
+
+    def finish(self, row: int, scores: np.ndarray, found: np.ndarray, trie: AnswerTrie) -> set[int]:
+        """Record a trie's full scores in ``scores`` (the row's); the answers whose bound still reaches the
+        best biased score."""
+        done = sorted({answer for _, _, answer in trie.picks})
+        scores[done] = found[done] / self.divisor[done]
+        bounds = self.bounds[row]
+        exact = np.isfinite(scores)
+        best = np.max(np.where(exact, scores - self.biases, -np.inf), axis=1, keepdims=True)
+        return set(np.nonzero(~exact & (bounds >= best - PRUNE_MARGIN).any(axis=0))[0].tolist())
+
+
+class _KeptRows:
+    """Rows run once, packed into lanes as for scoring, with their key/value cache kept: answers are then
+    scored on top of it (``score``) without running the rows again."""
+
+    def __init__(self, runner: _Runner, lanes: list[list[int]]) -> None:
+        torch = _torch()
+        self.runner, self.lanes = runner, lanes
+        self.order = [i for lane in lanes for i in lane]
+        nothing = AnswerTrie(tokens=[], depths=[], ancestors=[], picks=[])
+        out = runner.model(**_packed_inputs(runner, lanes, {i: nothing for i in self.order}),
+                           cache=runner.cache(len(lanes)), use_cache=True)
+        logits = out.logits.float().reshape(-1, out.logits.shape[-1])  # one kept position per row, lane order
+        self.last = dict(zip(self.order, torch.log_softmax(logits, dim=-1)))  # each row's next-token log-probs
+        self.layers = [(layer[0], layer[1]) for layer in out.cache]
+        self.length = self.layers[0][0].shape[-2]  # prefix + the widest lane
+        self.place: dict[int, tuple[int, int]] = {}  # row -> (lane, offset of its first token in the lane)
+        for b, lane in enumerate(lanes):
+            offset = 0
+            for i in lane:
+                self.place[i] = (b, offset)
+                offset += len(runner.suffixes[i])
+
+    def first_tokens(self, row: int, first_ids: np.ndarray) -> np.ndarray:
+        """Each answer's first-token log-prob after ``row``."""
+        return self.last[row][first_ids].double().cpu().numpy()
+
+    def score(self, tries: dict[int, AnswerTrie], n_answers: int, batch_tokens: int) -> dict[int, np.ndarray]:
+        """Each row's answers summed over its trie's picks ({row: [answers]}, 0 where not picked): the trie's
+        tokens run after the kept cache, each seeing the prefix, its own row and its ancestors in the trie.
+
+        Each row's trie gets a lane of its own (over a copy of its row's lane in the cache): packing several
+        rows' tries into one lane would make each of their tokens attend across all of them."""
+        rows = [i for i in self.order if i in tries]
+        found: dict[int, np.ndarray] = {}
+        for chunk in _batches([tries[i].fed for i in rows], batch_tokens, len(rows), self.length):
+            found.update(self._score_tries([rows[k] for k in chunk], tries, n_answers))
+        return found
+
+    def _score_tries(self, rows: list[int], tries: dict[int, AnswerTrie], n_answers: int) -> dict[int, np.ndarray]:
+        from transformers import DynamicCache
+
+        torch = _torch()
+        runner, device, start, length = self.runner, self.runner.device, self.runner.prefix_length, self.length
+        width, count = max(tries[i].fed for i in rows), len(rows)
+        ids = torch.full((count, width), runner.pad_id, dtype=torch.long, device=device)
+        positions = torch.full((count, width), start, dtype=torch.long, device=device)
+        allowed = torch.zeros((count, width, length + width), dtype=torch.bool, device=device)
+        allowed[:, :, :start] = True
+        span_all = torch.arange(width, device=device)
+        allowed[:, span_all, length + span_all] = True  # padding attends to itself: no empty rows
+        keep = torch.zeros((count, width), dtype=torch.bool, device=device)
+        made: dict[int, tuple[Any, Any, Any]] = {}
+        for c, i in enumerate(rows):
+            trie, (_, offset), n = tries[i], self.place[i], len(runner.suffixes[i])
+            tokens, depths, tree = _trie_tensors(trie, device, made)
+            ids[c, :trie.fed] = tokens
+            positions[c, :trie.fed] = start + n + depths
+            allowed[c, :trie.fed, start + offset:start + offset + n] = True
+            allowed[c, :trie.fed, length:length + trie.fed] = tree
+            keep[c, :trie.fed] = True
+        index = torch.tensor([self.place[i][0] for i in rows], device=device)
+        cache = DynamicCache(ddp_cache_data=[(k.index_select(0, index), v.index_select(0, index))
+                                             for k, v in self.layers], config=runner.model.config)
+        out = runner.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True,
+                           attention_mask=attention_mask_for(runner.model, allowed[:, None]), logits_to_keep=keep)
+        logits = out.logits.float().reshape(-1, out.logits.shape[-1])  # [fed tokens, vocabulary], row order
+        norm = torch.logsumexp(logits, dim=-1)
+        found, at = {}, 0
+        for i in rows:
+            trie = tries[i]
+            slots, tokens, owners = (torch.tensor([p[k] for p in trie.picks], dtype=torch.long, device=device)
+                                     for k in range(3))
+            after = (logits[at + slots - 1, tokens] - norm[at + slots - 1]).double()  # slot k: fed token k - 1
+            picked = torch.where(slots == 0, self.last[i][tokens].double(), after)
+            found[i] = torch.zeros(n_answers, dtype=torch.float64, device=device).index_add_(0, owners, picked).cpu().numpy()
+            at += trie.fed
+        return found
+
+
+def _trie_tensors(trie: AnswerTrie, device: Any, made: dict[int, tuple[Any, Any, Any]]) -> tuple[Any, Any, Any]:
+    """A trie's tokens, depths and ancestor mask as tensors, made once per trie (``made``: id -> tensors)."""
+    torch = _torch()
+    if id(trie) not in made:
+        tree = torch.zeros((trie.fed, trie.fed), dtype=torch.bool, device=device)
+        for k, chain in enumerate(trie.ancestors):
+            tree[k, chain] = True
+        made[id(trie)] = (torch.tensor(trie.tokens, dtype=torch.long, device=device),
+                          torch.tensor(trie.depths, dtype=torch.long, device=device), tree)
+    return made[id(trie)]
 
 
 # -- one query at a time ----------------------------------------------------------------------------------
