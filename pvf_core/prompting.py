@@ -46,9 +46,13 @@ EXAMPLE_STYLES = ("conversation", "list")
 CALIBRATIONS = ("auto", "fitted", "content-free", "none")
 ROW_PLACEHOLDER = "PVF_ROW_TEXT_7f3a"  # stands for the row's text while the chat template is rendered
 CONTENT_FREE_TEXT = "N/A"
-# The automatic answer format lists the labels while the list stays under this many characters (about 800
-# tokens, a tenth of SmolLM2's 8,192-token context); a longer list would crowd out examples and rows, and
-# every row's tokens attend to it. Beyond it the model relies on the answer words alone (they are scored).
+# The automatic answer format lists the labels while there are at most LABEL_LIST_MAX_LABELS of them and the
+# list stays under LABEL_LIST_MAX_CHARS (about 800 tokens, a tenth of SmolLM2's 8,192-token context). Beyond
+# that the model relies on the answer words alone: they are scored, so a listed label is never needed for it
+# to be picked. Measured on the bundled model, 150 generated intent labels, zero-shot, 40 rows: listing them
+# (726 tokens every row attends to) gave 0.65 accuracy (content-free calibration) at 926 ms per row; not
+# listing them 0.95 at 672 ms. The fine-tuned arm's prompt lists no more than this many labels either.
+LABEL_LIST_MAX_LABELS = 20
 LABEL_LIST_MAX_CHARS = 3000
 
 DEFAULT_INSTRUCTION = {
@@ -146,10 +150,10 @@ class PromptSpec:
         return "Answer with the result only, without explanations."
 
     def lists_labels(self) -> bool:
-        """Whether the automatic answer format lists the labels (it does while they fit, see
-        ``LABEL_LIST_MAX_CHARS``)."""
+        """Whether the automatic answer format lists the labels: while there are at most
+        ``LABEL_LIST_MAX_LABELS`` and the list stays under ``LABEL_LIST_MAX_CHARS``."""
         listed = ", ".join(self.word(label) for label in self.labels)
-        return len(listed) <= LABEL_LIST_MAX_CHARS
+        return len(self.labels) <= LABEL_LIST_MAX_LABELS and len(listed) <= LABEL_LIST_MAX_CHARS
 
     def system_message(self) -> str:
         parts = [self.resolved_instruction(), self.context.strip(), self.resolved_output_format()]
@@ -529,12 +533,14 @@ def _lint_labels_named(spec: PromptSpec) -> list[LintTip]:
     if spec.task != "classification" or not spec.labels:
         return []
     if spec.output_format is None and not spec.lists_labels():
-        return [LintTip("labels_not_listed", f"The prompt does not list the {len(spec.labels)} labels: the list "
-                        f"would be longer than {LABEL_LIST_MAX_CHARS:,} characters.",
-                        "So many labels would crowd the model's context and slow every row down; the model picks "
-                        "among them by how likely each label's words are as the answer, so clear label words "
-                        "matter more than usual.", "info", {"labels": len(spec.labels),
-                                                            "max_chars": LABEL_LIST_MAX_CHARS})]
+        return [LintTip("labels_not_listed", f"The prompt does not list the {len(spec.labels)} labels: it lists "
+                        f"at most {LABEL_LIST_MAX_LABELS} (and at most {LABEL_LIST_MAX_CHARS:,} characters).",
+                        "A long list crowds the model's context and slows every row down, and a small model "
+                        "answered 150 intents better without it (0.95 against 0.65 accuracy, zero-shot). The "
+                        "model picks among the labels by how likely each label's words are as the answer, so "
+                        "clear label words matter more than usual. To list them anyway, write your own output "
+                        "format.", "info", {"labels": len(spec.labels), "max_labels": LABEL_LIST_MAX_LABELS,
+                                            "max_chars": LABEL_LIST_MAX_CHARS})]
     said = spec.system_message().lower()
     missing = [spec.word(label) for label in spec.labels if spec.word(label).lower() not in said]
     if not missing:

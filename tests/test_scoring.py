@@ -69,16 +69,20 @@ def test_every_tensor_lives_on_the_model_device(tiny32, monkeypatch):
 
 
 def test_labels_are_listed_only_while_they_fit():
-    from pvf_core.prompting import LABEL_LIST_MAX_CHARS, PromptSpec, default_selection, lint
+    from pvf_core.finetune.tokens import TRAINING_LISTED_LABELS
+    from pvf_core.prompting import LABEL_LIST_MAX_CHARS, LABEL_LIST_MAX_LABELS, PromptSpec, default_selection, lint
 
-    few = PromptSpec(labels=[f"intent_{i}" for i in range(150)])
-    assert few.lists_labels() and "intent_149" in few.system_message()
-    many = PromptSpec(labels=[f"intent_number_{i}" for i in range(500)])
-    assert len(", ".join(many.labels)) > LABEL_LIST_MAX_CHARS
-    assert not many.lists_labels() and "intent_number_1" not in many.system_message()
-    assert "one label (there are 500)" in many.system_message()
+    few = PromptSpec(labels=[f"intent_{i}" for i in range(LABEL_LIST_MAX_LABELS)])
+    assert few.lists_labels() and f"intent_{LABEL_LIST_MAX_LABELS - 1}" in few.system_message()
+    many = PromptSpec(labels=[f"intent_{i}" for i in range(150)])  # a short list, but too many labels
+    assert len(", ".join(many.labels)) < LABEL_LIST_MAX_CHARS
+    assert not many.lists_labels() and "intent_149" not in many.system_message()
+    assert "one label (there are 150)" in many.system_message()
+    long = PromptSpec(labels=[f"{'x' * 700} {i}" for i in range(5)])  # few labels, but a list too long
+    assert not long.lists_labels()
     tips = {t.code: t for t in lint(many)}
     assert "labels_not_listed" in tips and "labels_not_named" not in tips
+    assert TRAINING_LISTED_LABELS == LABEL_LIST_MAX_LABELS  # both arms list the same labels
     selection, why = default_selection(4, 150)
     assert selection == "similar" and "150 labels but only 4 examples" in why
     assert default_selection(4, 2)[0] == "balanced" and default_selection(0, 150)[0] == "balanced"

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..data import Splits
 from ..errors import SettingsError
+from ..prompting import LABEL_LIST_MAX_LABELS
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Encoded:
         return [len(self.prefix) + len(s) + len(a) for s, a in zip(self.suffixes, self.answers)]
 
 
-TRAINING_LISTED_LABELS = 20  # more labels than this are not listed in the fine-tuned arm's prompt
+TRAINING_LISTED_LABELS = LABEL_LIST_MAX_LABELS  # more labels than this are not listed in the fine-tuned arm's prompt
 
 
 def default_prompt(splits: Splits, instruction: str = "") -> Any:
