@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-DATASETS = ROOT.parent / "shared" / "datasets"
+# the shared data sets sit beside the checkout; PVF_DATASETS points elsewhere (a git worktree of the project)
+DATASETS = Path(os.environ.get("PVF_DATASETS", ROOT.parent / "shared" / "datasets"))
 sys.path.insert(0, str(ROOT))
 
 SETS = {"sst2": "sst2", "ag_news": "ag_news", "trec": "trec", "sms_spam": "sms_spam", "jfleg": "jfleg"}

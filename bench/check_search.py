@@ -56,7 +56,9 @@ def check(name: str, work: Path, budget: float, model: str, train_rows: int, tes
                                                           "example_style", "calibration")},
             "search_seconds": search["seconds"], "command_seconds": round(seconds, 1),
             "candidates": search["candidates"], "evaluated": search["evaluated"], "stopped": search["stopped"],
-            "explanation": search["explanation"], "warnings": [w["code"] for w in search["warnings"]]}
+            "explanation": search["explanation"], "warnings": [w["code"] for w in search["warnings"]],
+            "leaderboard": [{k: row[k] for k in ("candidate", "calibration", "score", "rows", "chosen")}
+                            for row in search["leaderboard"]]}
 
 
 def _guard_words(guard: dict | None) -> str:

@@ -123,6 +123,7 @@ class Candidate:
     seconds: float = 0.0
     rows_scored: int = 0
     role: str = ""  # "start" (the user's prompt) or "default" (the default few-shot one): judged on every rung
+    first: bool = False  # always planned (the anchors and the nearest-examples family), whatever the budget
 
     def describe(self) -> str:
         spec = self.spec
@@ -277,10 +278,27 @@ def search_space(start: PromptSpec, *, pool_rows: int, settings: SearchSettings,
     default = start.with_(shots=default_k, selection=default_selection(default_k, len(start.labels))[0],
                           example_ids=[], calibration="auto") if start.selection != "manual" else start
     head = [Candidate(start.with_(calibration="auto") if start.calibration != "auto" else start,
-                      first_instruction, "as given", role="start"),
-            Candidate(default, first_instruction, "as given", role="default")]
+                      first_instruction, "as given", role="start", first=True),
+            Candidate(default, first_instruction, "as given", role="default", first=True)]
     rest = [everything[i] for i in np.random.default_rng(settings.seed).permutation(len(everything))]
-    return _distinct(head + _one_change_away(head, everything, first_instruction) + rest)
+    return _distinct(head + _nearest_examples(head, everything) + _one_change_away(head, everything, first_instruction)
+                     + rest)
+
+
+def _nearest_examples(head: list[Candidate], everything: list[Candidate]) -> list[Candidate]:
+    """The default prompt with each row's nearest training rows as examples, the most shots first: tried
+    right after the starting and default prompts, so no candidate cap or budget leaves them out.
+
+    Examples chosen per row by similarity (KATE: Liu et al. 2022, "What makes good in-context examples for
+    GPT-3?") with as many shots as the space allows are the family measured clearly better than a fixed
+    4-shot draw for the bundled 135M model (README, "Prompt search"); they cost the most per row (no shared
+    prefix), which is why a plan that ordered candidates by one change at a time reached them last.
+    """
+    default = head[-1]
+    similar = [c for c in everything if c.spec.shots >= default.spec.shots and c.spec.selection == "similar"
+               and c.instruction == default.instruction and c.words == default.words
+               and c.spec.example_style == default.spec.example_style]
+    return [dataclasses.replace(c, first=True) for c in sorted(similar, key=lambda c: -c.spec.shots)]
 
 
 def _one_change_away(head: list[Candidate], everything: list[Candidate], instruction: str) -> list[Candidate]:
@@ -639,7 +657,8 @@ def _plan(space: list[Candidate], sizes: list[int], settings: SearchSettings, ju
     computed token here; each candidate's tokens per row come from rendering it (examples make a prompt
     dearer, "similar" examples most, as no row shares them). Halving then costs, per rung, the survivors
     (the starting and default prompts and the best third of the others) times the rows that rung adds, at
-    the planned candidates' mean cost.
+    the planned candidates' mean cost. The candidates marked ``first`` (the starting and default prompts and
+    the nearest-examples family, at the head of the space) are planned whatever the estimate.
     """
     if settings.max_candidates is not None:
         return space[:settings.max_candidates]
@@ -659,7 +678,7 @@ def _plan(space: list[Candidate], sizes: list[int], settings: SearchSettings, ju
         if PLAN_MARGIN * per_token * (first_rung + mean * later) > left:
             break
         count += 1
-    return space[:max(2, count)]
+    return space[:max(2, count, sum(c.first for c in space))]
 
 
 PLAN_MAX = 300  # candidates whose cost is estimated (more never fit a budget of minutes on a CPU)

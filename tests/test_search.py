@@ -53,6 +53,36 @@ def test_space_starts_with_the_users_prompt_then_the_default_four_shot():
     assert max(c.spec.shots for c in small) == 2  # never more examples than training rows
 
 
+def test_the_nearest_examples_come_right_after_the_starting_and_default_prompts():
+    space = search_space(start_spec(), pool_rows=100, settings=SearchSettings())
+    assert [(c.spec.shots, c.spec.selection) for c in space[2:4]] == [(8, "similar"), (4, "similar")]
+    assert all(c.instruction == "generic" and c.words == "as given" and c.spec.example_style == "conversation"
+               for c in space[2:4])
+    assert [c.first for c in space[:5]] == [True, True, True, True, False]
+    # six labels: the default 4-shot prompt already takes the nearest rows; the 8-shot one comes next
+    six = search_space(PromptSpec(task="classification", labels=list("abcdef")), pool_rows=100,
+                       settings=SearchSettings())
+    assert (six[1].spec.shots, six[1].spec.selection, six[1].role) == (4, "similar", "default")
+    assert (six[2].spec.shots, six[2].spec.selection) == (8, "similar") and six[2].first and not six[3].first
+    # the user's own prompt is already the 8-shot 'similar' one: it is not tried twice
+    mine = search_space(start_spec(shots=8, selection="similar"), pool_rows=100, settings=SearchSettings())
+    assert [(c.spec.shots, c.spec.selection) for c in mine if c.first] == [(8, "similar"), (4, "balanced"),
+                                                                           (4, "similar")]
+
+
+def test_the_nearest_examples_are_planned_however_small_the_budget(monkeypatch):
+    # 10 ms a row, and examples priced so dear that the estimate alone plans only the starting and default
+    # prompts (measured: 2 candidates without the rule); all four really take about 3 s
+    plant(monkeypatch, sleep=0.01)
+    monkeypatch.setattr(search_module, "_tokens_per_row", lambda c, *a: 30.0 + 30_000 * c.spec.shots)
+    settings = SearchSettings(first_rows=16, max_rows=64, budget_seconds=60)
+    result = search_prompt(_Loaded(), start_spec(), train=toy_reviews(300, seed=1), settings=settings)
+    assert result.candidates == 4 and result.evaluated == 4
+    tried = {row["candidate"] for row in result.leaderboard}
+    assert {"instruction: generic; answers: as given; 8 examples, similar, conversation",
+            "instruction: generic; answers: as given; 4 examples, similar, conversation"} <= tried
+
+
 def test_word_variants_keep_labels_distinct():
     start = PromptSpec(task="classification", labels=["Sci/Tech", "World", "pos"])
     variants = word_variants(start, {"Sci/Tech": "science", "World": "world", "pos": "good"})
@@ -183,7 +213,9 @@ def test_search_on_the_tiny_model_returns_a_scored_prompt(tiny_model):
     assert {"candidates", "evaluated", "budget_seconds", "selected_on", "validation_score", "spec"} <= set(data)
     assert data["selected_on"] == "validation" and data["candidates"] == 6 and data["evaluated"] == 6
     assert 0.0 <= data["validation_score"] <= 1.0
-    assert PromptSpec.from_dict(data["spec"]).calibration in ("none", "content-free", "fitted")
+    kept = bool(result.guard and result.guard["kept"])  # a kept prompt comes back as it was ("auto" here)
+    assert PromptSpec.from_dict(data["spec"]).calibration in (("auto",) if kept else ("none", "content-free", "fitted"))
+    assert [row["chosen"] for row in data["leaderboard"]].count(True) == 1
     assert search_module.SearchResult.from_dict(json.loads(json.dumps(data))).spec == result.spec
 
 
