@@ -13,7 +13,10 @@ scores on earlier rows are kept, so a rung only scores the rows it adds. The sel
 validation rows, topped up with training rows (a training row is never shown to itself as an example),
 and never a test row: the winner is scored on the test rows once, afterwards, by the harness.
 
-The starting prompt and the default few-shot one (the prompts a user would try first) go on to every rung.
+Candidates are tried in this order: the starting prompt, the default few-shot one, the default prompt with
+each row's nearest training rows as examples (8 shots, then 4: the family that beat a fixed 4-shot draw on
+AG News, always planned whatever the budget), the prompts one change away from the first two, then a seeded
+order. The starting prompt and the default few-shot one (the prompts a user would try first) go on to every rung.
 The best candidate replaces the better of them only if its lead on the same selection rows is more than one
 standard error of the paired difference (``keep_or_replace``); otherwise that prompt is kept. Picking the
 best of many prompts on a few hundred rows favours the luckiest one: on TREC the best of 16 led the default
