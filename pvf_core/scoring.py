@@ -218,13 +218,7 @@ def _packed_inputs(runner: _Runner, lanes: list[list[int]], tries: dict[int, Ans
     start = runner.prefix_length
     width = max(sum(len(runner.suffixes[i]) + tries[i].fed for i in lane) for lane in lanes)
     count = len(lanes)
-    ids = torch.full((count, width), runner.pad_id, dtype=torch.long, device=device)
-    positions = torch.full((count, width), start, dtype=torch.long, device=device)
-    allowed = torch.zeros((count, width, start + width), dtype=torch.bool, device=device)
-    allowed[:, :, :start] = True
-    span_all = torch.arange(width, device=device)
-    allowed[:, span_all, start + span_all] = True  # padding attends to itself: no empty rows
-    keep = torch.zeros((count, width), dtype=torch.bool, device=device)
+    ids, positions, allowed, keep = _blank_inputs(runner, count, width, start)
     longest = max(len(runner.suffixes[i]) for lane in lanes for i in lane)
     causal = torch.ones((longest, longest), dtype=torch.bool, device=device).tril()
     made: dict[int, tuple[Any, Any, Any]] = {}  # one set of tensors per distinct trie
@@ -494,13 +488,7 @@ class _KeptRows:
         torch = _torch()
         runner, device, start, length = self.runner, self.runner.device, self.runner.prefix_length, self.length
         width, count = max(tries[i].fed for i in rows), len(rows)
-        ids = torch.full((count, width), runner.pad_id, dtype=torch.long, device=device)
-        positions = torch.full((count, width), start, dtype=torch.long, device=device)
-        allowed = torch.zeros((count, width, length + width), dtype=torch.bool, device=device)
-        allowed[:, :, :start] = True
-        span_all = torch.arange(width, device=device)
-        allowed[:, span_all, length + span_all] = True  # padding attends to itself: no empty rows
-        keep = torch.zeros((count, width), dtype=torch.bool, device=device)
+        ids, positions, allowed, keep = _blank_inputs(runner, count, width, length)
         made: dict[int, tuple[Any, Any, Any]] = {}
         for c, i in enumerate(rows):
             trie, (_, offset), n = tries[i], self.place[i], len(runner.suffixes[i])
@@ -527,6 +515,22 @@ class _KeptRows:
             found[i] = torch.zeros(n_answers, dtype=torch.float64, device=device).index_add_(0, owners, picked).cpu().numpy()
             at += trie.fed
         return found
+
+
+def _blank_inputs(runner: _Runner, count: int, width: int, cached: int) -> tuple[Any, Any, Any, Any]:
+    """Inputs of a pass of ``count`` lanes × ``width`` new tokens after ``cached`` tokens in the cache, all
+    padding for now: (ids, positions, allowed [lanes, new, cached + new], keep). Every new token may attend
+    to the shared prefix and to itself (so a padding token has a row to attend to)."""
+    torch = _torch()
+    device, start = runner.device, runner.prefix_length
+    ids = torch.full((count, width), runner.pad_id, dtype=torch.long, device=device)
+    positions = torch.full((count, width), start, dtype=torch.long, device=device)
+    allowed = torch.zeros((count, width, cached + width), dtype=torch.bool, device=device)
+    allowed[:, :, :start] = True
+    span = torch.arange(width, device=device)
+    allowed[:, span, cached + span] = True
+    keep = torch.zeros((count, width), dtype=torch.bool, device=device)
+    return ids, positions, allowed, keep
 
 
 def _trie_tensors(trie: AnswerTrie, device: Any, made: dict[int, tuple[Any, Any, Any]]) -> tuple[Any, Any, Any]:
