@@ -654,6 +654,8 @@ def _train_and_score(splits: Any, settings: Any, prompt: Any, *, model: str, fol
         log.write(event)
         if event.get("event") == "warning":
             progress(f"Warning: {event['message']}")
+        elif event.get("event") == "validation":
+            progress(event["message"])
         elif event.get("event") == "progress" and (event.get("val_loss") is not None or event["step"] % 20 == 0):
             progress(_progress_line(event))
 

@@ -382,6 +382,8 @@ def job_status(run_id: int, store: Store | None = None) -> JobStatus:
                     setattr(status, key, event[key])
             if event.get("val_loss") is not None:
                 status.val_loss, status.val_accuracy = event["val_loss"], event.get("val_accuracy")
+        elif kind == "validation":  # many labels: the kept adapter's accuracy, measured once after training
+            status.val_accuracy = event.get("val_accuracy")
         elif kind == "warning":
             status.warnings.append({"code": event.get("code"), "message": event.get("message")})
         elif kind == "status" and event.get("message"):

@@ -143,3 +143,16 @@ def _alive(pid: int) -> bool:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_the_kept_adapters_accuracy_measured_after_training_reaches_the_status():
+    """With many labels the checks carry only the loss; the accuracy comes in one "validation" event."""
+    store = Store()
+    run_id = store.add_run("finetune", name="many labels")
+    log = jobs.JobLog(run_id, store)
+    log.write({"event": "progress", "step": 6, "total_steps": 6, "val_loss": 0.5, "val_accuracy": None,
+               "percent": 100.0})
+    assert jobs.job_status(run_id, store).val_accuracy is None
+    log.write({"event": "validation", "step": 6, "val_accuracy": 0.875, "message": "Validation accuracy ..."})
+    status = jobs.job_status(run_id, store)
+    assert status.val_loss == 0.5 and status.val_accuracy == 0.875

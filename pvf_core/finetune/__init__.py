@@ -30,6 +30,8 @@ Progress is reported as dicts, one per event, in the JSON-lines format the job l
     {"event": "progress", "step", "total_steps", "epoch", "train_loss", "val_loss", "val_accuracy",
      "learning_rate", "examples_per_second", "percent", "eta_seconds", "time"}
     {"event": "warning", "code", "message"}      {"event": "status", "status", "message"}
+    {"event": "validation", "step", "val_accuracy", "message"}   (more than 20 labels: the kept adapter's
+                                                                  accuracy, once after training)
 
 The names below are re-exported, so ``from pvf_core.finetune import X`` works for all of them. Setting one of
 them on this package (``monkeypatch.setattr(finetune, "PACKED_MAX_TOKENS", 120)``) sets it in the modules
@@ -47,7 +49,7 @@ from .checks import (MIN_TRAIN_PER_LABEL, MIN_TRAIN_ROWS, MIN_VALIDATION_ROWS, R
 from .estimates import (CALIBRATION_MAX_AGE_S, CALIBRATION_MEMORY_MARGIN, ROUGH_FLOPS, Estimate, _available_mb,
                         _calibrate_here, _calibration, _duration, _plan, estimate)
 from .lora import EAGER_ATTENTION_MAX_LENGTH, _set_attention, add_lora, train_dtype
-from .loop import Progress, _Loaded, train_lora, validation_metrics
+from .loop import LIVE_ACCURACY_MAX_LABELS, Progress, _Loaded, train_lora, validation_metrics
 from .processes import (GlobalBatches, _accelerator, _all_agree, _cuda_available, _peak_rss_mb, data_loader,
                         is_main_process)
 from .loss import PACKED_MAX_TOKENS, _packed_logits, _padded_logits, answer_loss
@@ -68,7 +70,7 @@ __all__ = [
     "encode", "estimate",
     "eval_interval", "finetune_warnings", "frame_hash", "is_main_process", "learning_rate_at",
     "length_grouped_batches", "merge_run", "model_card", "preset_settings", "result_warnings", "train_dtype",
-    "train_lora", "validation_metrics", "zip_run",
+    "train_lora", "validation_metrics", "zip_run", "LIVE_ACCURACY_MAX_LABELS",
 ]
 
 
