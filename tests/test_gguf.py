@@ -24,10 +24,13 @@ def _dataset_texts(limit_per_file: int = 200) -> list[str]:
 
 @pytest.fixture
 def empty_model_cache(tmp_path, monkeypatch):
+    """No converted model anywhere; the process's loaded models (session fixtures) are put back afterwards."""
     monkeypatch.setenv("PVF_MODEL_CACHE", str(tmp_path / "models"))
+    loaded = dict(models._cache)
     models.clear_cache()
     yield tmp_path / "models"
     models.clear_cache()
+    models._cache.update(loaded)
 
 
 def test_metadata_holds_the_vocabulary_and_the_context_length():
