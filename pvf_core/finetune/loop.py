@@ -20,6 +20,7 @@ import numpy as np
 
 from ..data import Splits
 from ..errors import DataError
+from ..evaluate import PRUNE_FROM_LABELS
 from .checks import finetune_warnings
 from .lora import EAGER_ATTENTION_MAX_LENGTH, _set_attention, add_lora, train_dtype
 from .loss import answer_loss
@@ -29,10 +30,10 @@ from .schedule import ThreadChooser, _Tracker, eval_interval, learning_rate_at
 from .settings import LoraSettings
 from .tokens import Encoded, default_prompt, encode, frame_hash
 
-# Up to this many labels each validation check also scores every label for the live accuracy chart; beyond
-# it (where the harness prunes, evaluate.PRUNE_FROM_LABELS) checks compute the loss and the kept adapter's
-# accuracy is scored once, after training (_accuracy_of_kept_adapter).
-LIVE_ACCURACY_MAX_LABELS = 20
+# Up to this many labels each validation check also scores every label for its accuracy; from the count
+# where the harness prunes, checks compute the loss and the kept adapter's accuracy is scored once, after
+# training (_accuracy_of_kept_adapter).
+LIVE_ACCURACY_MAX_LABELS = PRUNE_FROM_LABELS - 1
 
 Progress = Callable[[dict], None]
 
@@ -158,8 +159,13 @@ class _Run:
     @property
     def accuracy_every_check(self) -> bool:
         """Classification with few labels: each check scores every label (cheap) for the live accuracy."""
+        return self.rows.spec.task == "classification" and not self.accuracy_at_end
+
+    @property
+    def accuracy_at_end(self) -> bool:
+        """Classification with many labels: the checks compute the loss, the kept adapter its accuracy."""
         spec = self.rows.spec
-        return spec.task == "classification" and len(spec.labels) <= LIVE_ACCURACY_MAX_LABELS
+        return spec.task == "classification" and len(spec.labels) > LIVE_ACCURACY_MAX_LABELS
 
 
 def _prepare(settings: LoraSettings, rows: _Rows, accelerator: Any, say: Progress) -> _Run:
@@ -330,7 +336,7 @@ def _accuracy_of_kept_adapter(run: _Run) -> None:
     and it took 104 of 151 s of a 360-row run. The loss, which picks the best step and stops early, is the
     same at every check either way.
     """
-    if run.accuracy_every_check or run.rows.val is None or run.cancelled or run.rows.spec.task != "classification":
+    if not run.accuracy_at_end or run.rows.val is None or run.cancelled:
         return
     checked = time.perf_counter()
     run.core.eval()
@@ -392,7 +398,7 @@ def validation_metrics(model: Any, tokenizer: Any, spec: Any, val: Encoded, pad_
 def _label_scores(loaded: Any, prompts: list[list[int]], answers: list[list[int]], gold: list[int]) -> np.ndarray:
     """Every row's label scores with its argmax and its right label (``gold``, -1: none) exact; with many labels
     the others may be ``-inf`` (pruned: they could not win)."""
-    from ..evaluate import PRUNE_FROM_LABELS, score_labels
+    from ..evaluate import score_labels
 
     if len(answers) < PRUNE_FROM_LABELS:
         return score_labels(loaded, prompts, answers)
