@@ -45,6 +45,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_finetune.py
 	$(PY) bench/bench_compare.py
 	$(PY) bench/bench_load.py
+	$(PY) bench/bench_gguf_tokenizer.py
 	$(PY) bench/bench_images.py --images ../shared/datasets/fashion_mnist_train.zip
 
 clean-workspace:

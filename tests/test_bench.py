@@ -79,3 +79,9 @@ def test_bench_labels_prints_trie_and_full_side_by_side(tiny_model_dir, tmp_path
         assert r["trie"]["fed_tokens_per_row"] <= r["full"]["fed_tokens_per_row"]
         assert r["trie"]["share_of_peak"] > 0 and r["pruned"]["same_predictions"]
     assert result["matmul_peak_gflops"] > 0
+
+
+def test_bench_gguf_tokenizer_compares_ours_with_the_libraries():
+    out = bench("bench_gguf_tokenizer.py", "--rounds", "1")
+    assert "| transformers |" in out and "| gguf |" in out and "the same" in out
+    assert "DIFFERENT" not in out
