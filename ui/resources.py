@@ -15,7 +15,7 @@ def model(name: str | None = None) -> models.LoadedModel:
     return models.load_model(name or models.default_model())  # $PVF_MODEL, else the bundled model
 
 
-@st.cache_resource(show_spinner="Preparing the tokenizer (the first start converts the bundled model, ~30 s)…")
+@st.cache_resource(show_spinner="Reading the model's tokenizer…")
 def token_counter(name: str | None = None):
     name = name or models.default_model()
     return models.token_counter(name), models.context_length_of(name)
