@@ -70,7 +70,7 @@ def test_bench_labels_prints_trie_and_full_side_by_side(tiny_model_dir, tmp_path
     out = bench("bench_labels.py", "--model", str(tiny_model_dir), "--sizes", "10,40", "--rows", "2", "--rounds", "1", "--dtype", "float32",
                 "--results-dir", str(tmp_path))
     assert "trie ms/row" in out and "full ms/row" in out and "matmul peak" in out
-    assert "trie: 40 labels take" in out and "pruned: 40 labels take" in out
+    assert "trie: 40 labels take" in out and "pruned: 40 labels take" in out and "harness (" in out
     [saved] = tmp_path.glob("bench_labels-*.json")
     result = json.loads(saved.read_text())
     assert [r["labels"] for r in result["sizes"]] == [10, 40]
@@ -79,6 +79,10 @@ def test_bench_labels_prints_trie_and_full_side_by_side(tiny_model_dir, tmp_path
         assert r["trie"]["fed_tokens_per_row"] <= r["full"]["fed_tokens_per_row"]
         assert r["trie"]["share_of_peak"] > 0 and r["pruned"]["same_predictions"]
     assert result["matmul_peak_gflops"] > 0
+    smallest, larger = result["sizes"]
+    # every ratio is against what the harness runs at 10 labels (the trie), never against 10 labels pruned
+    assert larger["pruned_vs_smallest"] == round(larger["pruned"]["ms_per_row"] / smallest["trie"]["ms_per_row"], 2)
+    assert smallest["harness"] == "trie" and larger["harness"] in ("trie", "pruned")
 
 
 def test_bench_gguf_tokenizer_compares_ours_with_the_libraries():
