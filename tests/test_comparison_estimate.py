@@ -109,3 +109,18 @@ def test_cli_estimate_and_a_finished_comparison_keeps_predicted_and_actual(toy_c
     (run,) = Store().list_runs(kind="compare")
     assert run.timings["predicted_seconds"] == result["predicted_seconds"]
     assert run.timings["actual_parts"] == result["actual_parts"]
+
+
+def test_training_counts_twice_a_scored_token_where_both_use_one_dtype(monkeypatch, workspace):
+    import torch
+
+    from pvf_core import models
+
+    monkeypatch.setattr(models, "scoring_dtype", lambda: torch.float32)
+    monkeypatch.setattr(models, "best_dtype", lambda: torch.bfloat16)  # a CPU with native bf16: trains narrower
+    assert est.train_token_factor() == est.TRAIN_TOKEN_FACTOR == 1.0
+    monkeypatch.setattr(models, "best_dtype", lambda: torch.float32)   # no bf16: trains in float32 too
+    assert est.train_token_factor() == est.SAME_DTYPE_TRAIN_TOKEN_FACTOR == 2.0
+    # the factor is kept with the speed, so the wizard's estimate (no model loaded) counts training the same way
+    est.remember_speed("some-model", est.Speed(ms_per_token=3.0, ms_per_query=0.0, train_factor=2.0))
+    assert est.training_token_seconds("some-model") == pytest.approx(0.006)

@@ -127,3 +127,33 @@ def test_the_run_details_show_predicted_against_actual():
     at = AppTest.from_function(page).run()
     assert [c.value for c in at.caption] == [
         "Predicted (rough guess) against actual: 120 s against 150 s; peak memory 2.0 GB against 2.5 GB."]
+
+
+def _encoded(labels: int, rows: int = 40):
+    """Rows of 3 own tokens whose answers are ``labels`` two-token label words sharing 5 first tokens, + end."""
+    from pvf_core.finetune.tokens import Encoded
+
+    answers = [[100 + i % 5, 200 + i, 99] for i in range(labels)]
+    return Encoded(prefix=[1, 2], suffixes=[[3, 4, 5]] * rows, answers=[answers[r % labels] for r in range(rows)])
+
+
+def test_validation_checks_are_counted_as_the_training_loop_scores_them():
+    from types import SimpleNamespace
+
+    from pvf_core.finetune.estimates import validation_tokens
+    from pvf_core.finetune.loop import LIVE_ACCURACY_MAX_LABELS
+    from pvf_core.scoring import answer_trie
+
+    few = _encoded(4)
+    spec = SimpleNamespace(task="classification", labels=[f"l{i}" for i in range(4)])
+    # every check scores the row and all 4 labels' trie (5 first tokens shared at most: 4 + 4 fed)
+    assert validation_tokens(spec, few, 3, 6.0) == 3 * (6.0 - 3 + answer_trie(few.answers[:4]).fed)
+    many_labels = LIVE_ACCURACY_MAX_LABELS + 10
+    many = _encoded(many_labels, rows=2 * many_labels)
+    spec = SimpleNamespace(task="classification", labels=[f"l{i}" for i in range(many_labels)])
+    once = validation_tokens(spec, many, 1, 6.0)
+    # past LIVE_ACCURACY_MAX_LABELS a further check costs the loss alone: the labels are scored once
+    assert validation_tokens(spec, many, 5, 6.0) - once == pytest.approx(4 * 6.0)
+    assert once == pytest.approx(6.0 + 6.0 - 3 + answer_trie(many.answers[:many_labels]).fed)
+    text = SimpleNamespace(task="text-to-text", labels=[])
+    assert validation_tokens(text, few, 3, 6.0) == 18.0

@@ -16,7 +16,8 @@ machine at the moment of the estimate (so a busy machine gives a longer estimate
                          rows, after a warm-up one), the per-token part from single probe queries of two lengths
     fine-tuning          ``finetune.estimate`` (token counts of every training batch, validation checks, loading),
                          with a time per training token from a calibration measured on this machine when there
-                         is a recent one, else the scoring time per token times TRAIN_TOKEN_FACTOR
+                         is a recent one, else the scoring time per token times ``train_token_factor()`` (1 where
+                         training runs in bf16 and scoring in float32, 2 where both use one dtype)
     scoring the adapter  a fresh copy of the base model with the adapter merged, then the zero-shot prompt's work
     report               building the comparison (significance, bootstrap intervals) and writing the report
 
@@ -50,6 +51,10 @@ REPORT_SECONDS = 3.0  # the HTML report and the predictions CSV, for a few hundr
 # steps: 168 s, which this rule gives at 1.0); bench/bench_estimates.py ran with 2.0 (fitted on two runs whose
 # speed probe was not warmed up) and overestimated training 1.5-2.7x; at 1.0 the same runs give 0.72-1.29.
 TRAIN_TOKEN_FACTOR = 1.0
+# Training in the dtype answers are scored in (a CPU without native bf16 trains in float32; a GPU scores and
+# trains in bf16) loses that 2x: the same rule gives 2. With 1.0 on an AVX2 CPU without bf16 (2026-12-01),
+# bench/bench_estimates.py predicted every fine-tuning stage 1.6-2.0x too short.
+SAME_DTYPE_TRAIN_TOKEN_FACTOR = 2.0
 # One generated token of text-to-text answers costs a forward pass of its batch; per token it costs this many
 # scored tokens (small batches use the cores less well).
 GENERATED_TOKEN_FACTOR = 4.0
@@ -64,6 +69,12 @@ class Speed:
     ms_per_token: float   # scoring, batched, after a cached shared prefix
     ms_per_query: float   # one query of PROBE_ROW_TOKENS tokens on its own (as a latency row runs)
     query_ms_per_token: float = 0.0  # one query on its own: each further token of its own (0: ms_per_token)
+    train_factor: float = TRAIN_TOKEN_FACTOR  # a training token's time against a scored one (train_token_factor)
+
+    @property
+    def train_seconds_per_token(self) -> float:
+        """Seconds per computed training token, as the estimate counts them without a calibration."""
+        return self.train_factor * self.ms_per_token / 1000
 
     @property
     def query_slope(self) -> float:
@@ -133,13 +144,22 @@ def measure_speed(loaded: Any, ms_per_token: float | None = None, repeats: int =
             best = min(best, time.perf_counter() - started)
         ms_per_token = best * 1000 / (PROBE_PREFIX + PROBE_ROWS * PROBE_ROW_TOKENS)
     if not single:
-        return Speed(ms_per_token=ms_per_token, ms_per_query=0.0)
+        return Speed(ms_per_token=ms_per_token, ms_per_query=0.0, train_factor=train_token_factor())
     longer = [prefix + rng.integers(100, vocab, PROBE_LONG_ROW_TOKENS).tolist() for _ in range(repeats + 1)]
     rows = list(range(repeats + 1))
     short = float(np.median(one_query_at_a_time(loaded, prompts, rows, answers=answers)[1][1:]))  # first: warm-up
     long = float(np.median(one_query_at_a_time(loaded, longer, rows, answers=answers)[1][1:]))
     return Speed(ms_per_token=ms_per_token, ms_per_query=short,
-                 query_ms_per_token=query_slope(short, long, ms_per_token))
+                 query_ms_per_token=query_slope(short, long, ms_per_token), train_factor=train_token_factor())
+
+
+def train_token_factor() -> float:
+    """A training token's time against a scored one here: TRAIN_TOKEN_FACTOR where training computes in a
+    narrower dtype than scoring (bf16 against float32 on a CPU with native bf16), else
+    SAME_DTYPE_TRAIN_TOKEN_FACTOR."""
+    from ..models import best_dtype, scoring_dtype
+
+    return TRAIN_TOKEN_FACTOR if best_dtype() != scoring_dtype() else SAME_DTYPE_TRAIN_TOKEN_FACTOR
 
 
 def query_slope(short_ms: float, long_ms: float, ms_per_token: float) -> float:
@@ -200,7 +220,8 @@ def remembered_speed(model: str, max_age_s: float) -> Speed | None:
         if time.time() - float(found["measured"]) > max_age_s:
             return None
         return Speed(ms_per_token=float(found["ms_per_token"]), ms_per_query=float(found.get("ms_per_query", 0.0)),
-                     query_ms_per_token=float(found.get("query_ms_per_token", 0.0)))
+                     query_ms_per_token=float(found.get("query_ms_per_token", 0.0)),
+                     train_factor=float(found.get("train_factor", TRAIN_TOKEN_FACTOR)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -209,14 +230,14 @@ SPEED_MAX_AGE_S = 3600  # the wizard measures again when the speed kept is older
 
 
 def training_token_seconds(model: str, load: Any = None, max_age_s: float = SPEED_MAX_AGE_S) -> float | None:
-    """Seconds per training token as the comparison estimate counts them (TRAIN_TOKEN_FACTOR x the scoring time
-    per token): from the speed kept in the workspace when recent, else measured now on the model ``load()``
+    """Seconds per training token as the comparison estimate counts them (``train_token_factor()`` x the scoring
+    time per token): from the speed kept in the workspace when recent, else measured now on the model ``load()``
     returns (the batched probe only, a second or two once loaded), else None."""
     speed = remembered_speed(model, max_age_s)
     if speed is None and load is not None:
         speed = measure_speed(load(), single=False)
         remember_speed(model, speed)
-    return TRAIN_TOKEN_FACTOR * speed.ms_per_token / 1000 if speed else None
+    return speed.train_seconds_per_token if speed else None
 
 
 def render(spec: Any, tokenizer: Any, context_length: int, texts: Sequence[str],
@@ -366,7 +387,7 @@ def estimate_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[
         parts["prompt search"] = search_seconds + arm(base_spec, SEARCHED_ARM)[0]
     tuned_splits = type(splits)(train=train, validation=splits.validation, test=test, task=splits.task)
     trained = estimate(lora, tuned_splits, model, calibrate=False,  # train_lora's own default prompt
-                       token_seconds=TRAIN_TOKEN_FACTOR * speed.ms_per_token / 1000)  # used without a calibration
+                       token_seconds=speed.train_seconds_per_token)  # used without a calibration
     parts["fine-tuning"] = trained.load_seconds + trained.train_seconds
     tuned = f"LoRA r={lora.rank}"
     seconds, tokens[tuned] = arm(base_spec, tuned)
@@ -378,7 +399,7 @@ def estimate_comparison(splits: Any, *, model: str = "bundled", shots: Sequence[
     parts = {k: round(v, 1) for k, v in parts.items()}
     total = round(sum(parts.values()), 1)
     basis = ("a calibration measured on this machine" if trained.calibrated else
-             f"the scoring speed measured now ({speed.ms_per_token:.2f} ms per token) × {TRAIN_TOKEN_FACTOR:g}")
+             f"the scoring speed measured now ({speed.ms_per_token:.2f} ms per token) × {speed.train_factor:g}")
     source = "measured now on the first rows of each arm" if sample else "from the speed probe"
     messages = [_parts_sentence(total, parts),
                 f"Measured now: {speed.ms_per_token:.2f} ms per scored token; training speed from {basis}.",

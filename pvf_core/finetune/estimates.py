@@ -136,7 +136,7 @@ def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled"
     mean_suffix = float(np.mean([len(s) + len(a) for s, a in zip(train.suffixes, train.answers)]))
     # validation checks run inside the training loop (and count in its time, as in TrainResult.train_seconds);
     # scoring the test rows loads the base model again and reads each row once per label or so
-    train_seconds = steps_seconds + checks * n_val * mean_suffix * forward
+    train_seconds = steps_seconds + n_val * validation_tokens(spec, train, checks, mean_suffix) * forward
     eval_seconds = len(test) * max(1, len(spec.labels) // 2) * mean_suffix * forward + load_seconds
     available = _available_mb()
     fits = peak_mb < 0.9 * available
@@ -164,6 +164,24 @@ def estimate(settings: LoraSettings, splits: Splits, model_name: str = "bundled"
                     fits=fits, calibrated=bool(cached), messages=messages, device=where,
                     model=dataclasses.asdict(facts),
                     calibration_seconds=0.0 if cached else round(rough["calibration_seconds"], 1))
+
+
+def validation_tokens(spec: Any, train: Encoded, checks: int, mean_suffix: float) -> float:
+    """Tokens one validation row costs over a run's checks, as the training loop scores them: for classification
+    every check scores the row's tokens and all labels' answer trie (loss and accuracy in one pass); past
+    ``LIVE_ACCURACY_MAX_LABELS`` labels a check computes the loss alone (the row with its own answer) and the
+    kept adapter's accuracy is scored once, after training; text-to-text checks compute the loss alone."""
+    from ..scoring import answer_trie
+    from .loop import LIVE_ACCURACY_MAX_LABELS
+
+    if spec.task != "classification" or not train.answers:
+        return checks * mean_suffix
+    labels = answer_trie(sorted({tuple(a) for a in train.answers})).fed
+    mean_answer = float(np.mean([len(a) for a in train.answers]))
+    scored = mean_suffix - mean_answer + labels
+    if len(spec.labels) > LIVE_ACCURACY_MAX_LABELS:
+        return checks * mean_suffix + scored
+    return checks * scored
 
 
 def _rough(facts: Any, plan: dict, where: str, token_seconds: float | None = None, model_name: str = "") -> dict:
