@@ -406,10 +406,10 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
 
     default_folder = output or (None if run_id is not None else
                                 str(workspace_dir("runs", time.strftime("compare-%Y%m%d-%H%M%S"))))
-    result = _as_job("compare", "standard comparison (command line)", settings, run_id, default_folder, body,
-                     timing_keys=("seconds", "peak_rss_mb", "predicted_seconds", "predicted_parts", "actual_parts",
-                                  "predicted_latency", "actual_latency"))
-    emit(result, as_json, _compare_summary)
+    _as_job("compare", "standard comparison (command line)", settings, run_id, default_folder, body,
+            timing_keys=("seconds", "peak_rss_mb", "predicted_seconds", "predicted_parts", "actual_parts",
+                         "predicted_latency", "actual_latency"),
+            deliver=lambda done: emit(done, as_json, _compare_summary))
 
 
 def _parse_shots(text: str) -> list[int]:
@@ -532,14 +532,17 @@ def finetune(train_path: str, test_path: str, validation_path: str | None, max_t
     if not is_main_process():  # a helper process under `accelerate launch`: train only
         train_lora(settings, splits, model_name=model, prompt=prompt)
         return
-    result = _finetune_as_job(splits, settings, prompt, model=model, run_id=run_id, output=output,
-                              predictions=predictions, started=started, as_json=as_json)
-    if merged and result.get("status") == "done":
-        from .finetune import merge_run
 
-        progress("Folding the adapter into a copy of the base model...")
-        result["merged_dir"] = str(merge_run(result["adapter_dir"]))
-    emit(result, as_json, _finetune_summary)
+    def deliver(result: dict[str, Any]) -> None:
+        if merged and result.get("status") == "done":
+            from .finetune import merge_run
+
+            progress("Folding the adapter into a copy of the base model...")
+            result["merged_dir"] = str(merge_run(result["adapter_dir"]))
+        emit(result, as_json, _finetune_summary)
+
+    _finetune_as_job(splits, settings, prompt, model=model, run_id=run_id, output=output, predictions=predictions,
+                     started=started, as_json=as_json, deliver=deliver)
 
 
 def _lora_settings(preset: str, path: str | None, **changes: Any) -> Any:
@@ -578,7 +581,8 @@ def _run_folder(run_id: int) -> Any:
 
 
 def _finetune_as_job(splits: Any, settings: Any, prompt: Any, *, model: str, run_id: int | None,
-                     output: str | None, predictions: str | None, started: float, as_json: bool) -> dict[str, Any]:
+                     output: str | None, predictions: str | None, started: float, as_json: bool,
+                     deliver: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Train, score and record the run: in the store, its progress log and its folder (a job or the CLI's own)."""
     def body(log: Any, folder: str) -> dict[str, Any]:
         return _train_and_score(splits, settings, prompt, model=model, folder=folder, log=log,
@@ -587,14 +591,17 @@ def _finetune_as_job(splits: Any, settings: Any, prompt: Any, *, model: str, run
     return _as_job("finetune", f"LoRA r={settings.rank} (command line)", settings.to_dict(), run_id, output, body,
                    timing_keys=("seconds", "train_seconds", "train_examples_per_second", "ms_per_example",
                                 "peak_rss_mb", "predicted_seconds", "predicted_peak_mb", "predicted_rough",
-                                "predicted_train_seconds", "world_size", "device"))
+                                "predicted_train_seconds", "world_size", "device"), deliver=deliver)
 
 
 def _as_job(kind: str, name: str, settings: dict, run_id: int | None, output: str | None,
-            body: Callable[[Any, str], dict[str, Any]], timing_keys: tuple[str, ...]) -> dict[str, Any]:
+            body: Callable[[Any, str], dict[str, Any]], timing_keys: tuple[str, ...],
+            deliver: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Run ``body(log, folder)`` recorded like a job: status in the store, events in the run's progress log.
 
     Started by the app, ``run_id`` names the queued run; from a terminal a run is created, so the app shows it.
+    ``deliver(result)`` (print it: a job's stdout is its result file) runs before the final status is set, so
+    whoever sees the run finished also finds its result.
     """
     from .evaluate import Stopped
     from .jobs import JobLog, refresh
@@ -605,7 +612,9 @@ def _as_job(kind: str, name: str, settings: dict, run_id: int | None, output: st
         run_id = store.add_run(kind, name=name, settings=settings, status="running")
     existing = store.get_run(run_id)
     if existing is None or existing.finished:  # cancelled before this process started
-        return {"run_id": run_id, "status": existing.status if existing else "missing"}
+        result = {"run_id": run_id, "status": existing.status if existing else "missing"}
+        deliver(result)
+        return result
     log = JobLog(run_id, store)
     folder = output or str(_run_folder(run_id))
     store.update_run(run_id, folder=folder)
@@ -613,6 +622,7 @@ def _as_job(kind: str, name: str, settings: dict, run_id: int | None, output: st
     try:
         result = body(log, folder)
         result["run_id"] = run_id
+        deliver(result)
         if result.get("status") == "cancelled":
             log.finished("cancelled", "Cancelled by the user.")
         else:
@@ -620,8 +630,10 @@ def _as_job(kind: str, name: str, settings: dict, run_id: int | None, output: st
                          timings={k: result[k] for k in timing_keys if k in result})
         return result
     except Stopped:
+        result = {"run_id": run_id, "status": "cancelled"}
+        deliver(result)
         log.finished("cancelled", "Cancelled by the user.")
-        return {"run_id": run_id, "status": "cancelled"}
+        return result
     except PvfError as error:
         log.finished("failed", str(error))
         raise

@@ -206,17 +206,36 @@ def _resolve_labels(spec: PromptSpec, task: str, labels: Sequence[str] | None, t
 
 
 class _Clock:
-    """Progress reports batch by batch, and this arm's resident memory at each batch (its peak)."""
+    """Progress reports batch by batch, and this arm's resident memory at each batch (its peak).
+
+    The rows a calibration is fitted on count in the arm's progress before its test rows (``fitting``), so the
+    share done, and any time left drawn from it, includes that work."""
 
     def __init__(self, total: int, on_progress: Progress | None, what: str) -> None:
         self.done, self.total, self.on_progress, self.what = 0, total, on_progress, what
+        self.fitting, self.fitted, self.fitting_what = 0, 0, ""
+        self.rss_start = self.rss_peak = _rss_mb()
+
+    def expect_fitting(self, rows: int, fitted_on: str) -> None:
+        """The calibration will score ``rows`` rows of the ``fitted_on`` split before the test rows."""
+        self.fitting, self.fitting_what = rows, fitted_on
+
+    def fitting_batch(self, rows: list[int], seconds: float) -> None:
+        self.fitted += len(rows)
+        if self.on_progress:
+            self.on_progress(self.fitted, self.fitting + self.total,
+                             f"Calibrating on {self.fitted}/{self.fitting} {self.fitting_what} rows")
+
+    def start_test_rows(self) -> None:
+        """The arm's memory is measured from here (the test rows' batches)."""
         self.rss_start = self.rss_peak = _rss_mb()
 
     def __call__(self, rows: list[int], seconds: float) -> None:
         self.rss_peak = max(self.rss_peak, _rss_mb())
         self.done += len(rows)
         if self.on_progress:
-            self.on_progress(self.done, self.total, f"{self.what} {self.done}/{self.total} rows")
+            self.on_progress(self.fitting + self.done, self.fitting + self.total,
+                             f"{self.what} {self.done}/{self.total} rows")
 
 
 def evaluate(arm: Arm, test: pd.DataFrame, *, task: str, labels: list[str] | None = None,
@@ -251,12 +270,13 @@ def _evaluate_loaded(arm: Arm, loaded: Any, test: pd.DataFrame, *, task: str, la
                                     max(len(renderer.answer_ids(label)) for label in spec.labels))
     prompter = _Prompter(spec, renderer, train, room)
     pruning: dict = {}  # how much pruning saved on the fitting rows, when they were pruned
+    clock = _Clock(len(texts), on_progress, "Scored" if task == "classification" else "Answered")
     if task == "classification" and calibration is None:
         calibration = _fit_calibration(spec, loaded, renderer, prompter, train, calibration_rows, should_stop,
-                                       pruning)
+                                       pruning, clock)
     eval_started = time.perf_counter()
     prompts, example_sets = prompter.prompts(texts)
-    clock = _Clock(len(texts), on_progress, "Scored" if task == "classification" else "Answered")
+    clock.start_test_rows()
     if task == "classification":
         answers = [renderer.answer_ids(label) for label in spec.labels]
         prune, stats = _prune_biases(calibration, pruning.get("labels_scored")), {}
@@ -311,11 +331,12 @@ class _Prompter:
 
 def _fit_calibration(spec: PromptSpec, loaded: Any, renderer: Renderer, prompter: _Prompter,
                      train: pd.DataFrame | None, validation: pd.DataFrame | None,
-                     should_stop: Callable[[], bool] | None, pruning: dict | None = None) -> Calibration:
+                     should_stop: Callable[[], bool] | None, pruning: dict | None = None,
+                     clock: _Clock | None = None) -> Calibration:
     """The arm's calibration, fitted (and for "auto" chosen) on rows that are never scored.
 
     When the fitting rows are scored with pruning, ``pruning`` receives ``labels_scored`` (the share of label
-    scores computed on them)."""
+    scores computed on them). ``clock`` reports the fitting rows' progress."""
     method = calib.normalise_method(spec.calibration)
     labels = list(spec.labels)
     if method == "none":
@@ -335,13 +356,16 @@ def _fit_calibration(spec: PromptSpec, loaded: Any, renderer: Renderer, prompter
         return calib.content_free(labels, content_free) if content_free is not None else calib.uncalibrated(labels)
     references = [str(x) for x in rows["label"]]
     prompts, _ = prompter.prompts([str(t) for t in rows["text"]])
+    if clock is not None:
+        clock.expect_fitting(len(rows), fitted_on)
     offered, note = calib.offered_methods(len(rows), len(labels)) if method == "auto" else (calib.METHODS, None)
     prune = None
     if "fitted" not in offered and len(labels) >= PRUNE_FROM_LABELS:
         # choosing between none and content-free needs only each row's argmax under those two biases
         prune = np.stack([np.zeros(len(labels)), calib.content_free(labels, content_free).log_bias])
     scores = score_labels(loaded, prompts, answers, should_stop=should_stop, prune_bias=prune,
-                          stats=pruning if prune is not None and pruning is not None else None)
+                          stats=pruning if prune is not None and pruning is not None else None,
+                          on_batch=clock.fitting_batch if clock is not None else None)
     if method == "fitted":
         return calib.fitted(labels, scores, references, fitted_on)
     name, metric = _choice_metric(references, labels)

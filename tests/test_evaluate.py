@@ -177,8 +177,12 @@ def test_evaluate_classification(tiny_model):
     arm = Arm("2-shot", PromptSpec(shots=2, instruction="Decide if the review is positive or negative."))
     seen = []
     result = evaluate(arm, test, task="classification", train=train, loaded=tiny_model,
-                      on_progress=lambda d, t, m: seen.append((d, t)))
-    assert result.n_test == 6 and seen[-1] == (6, 6)
+                      on_progress=lambda d, t, m: seen.append((d, t, m)))
+    # the 20 training rows the calibration is fitted on count first, so the share done includes that work
+    assert result.n_test == 6 and seen[-1] == (26, 26, "Scored 6/6 rows")
+    fitting = [m for _, _, m in seen if m.startswith("Calibrating")]
+    assert fitting and fitting[-1] == "Calibrating on 20/20 train rows" and seen[len(fitting) - 1][:2] == (20, 26)
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
     assert set(result.predictions) <= {"negative", "positive"}
     assert all(abs(sum(s.values()) - 1) < 1e-6 for s in result.label_scores)
     expected = {"accuracy", "macro_f1", "per_class", "confusion", "labels", "raw", "prediction_shares", "collapse"}

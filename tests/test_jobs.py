@@ -10,6 +10,7 @@ import pytest
 
 from pvf_core import jobs
 from pvf_core.data import Splits
+from pvf_core.evaluate import Stopped
 from pvf_core.finetune import LoraSettings
 from pvf_core.store import Store
 
@@ -156,3 +157,24 @@ def test_the_kept_adapters_accuracy_measured_after_training_reaches_the_status()
     log.write({"event": "validation", "step": 6, "val_accuracy": 0.875, "message": "Validation accuracy ..."})
     status = jobs.job_status(run_id, store)
     assert status.val_loss == 0.5 and status.val_accuracy == 0.875
+
+
+def test_a_job_delivers_its_result_before_its_status_says_finished():
+    """A poller that sees "done" must find the result: the job prints it (its result file) first. Before, the
+    status came first and the finishing job then started the next queued one, so a poller could read {}."""
+    from pvf_core import cli
+
+    seen: list[tuple[str, str]] = []
+
+    def deliver(result: dict) -> None:
+        seen.append((result["status"], Store().get_run(result["run_id"]).status))
+
+    result = cli._as_job("finetune", "test", {}, None, None, lambda log, folder: {"status": "done"}, (), deliver)
+    assert seen == [("done", "running")] and Store().get_run(result["run_id"]).status == "done"
+
+    def stopped(log, folder):
+        raise Stopped("stop")
+
+    seen.clear()
+    cancelled = cli._as_job("finetune", "test", {}, None, None, stopped, (), deliver)
+    assert seen == [("cancelled", "running")] and Store().get_run(cancelled["run_id"]).status == "cancelled"
