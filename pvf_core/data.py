@@ -481,6 +481,10 @@ def detect_task(column: pd.Series) -> tuple[Task, str]:
     if n_labels > SMALL_LABEL_SET and repeated < MIN_REPEATED_SHARE:
         return "text-to-text", (f"Only {repeated:.0%} of the {n_labels} different answers appear more than once, "
                                 "so they are treated as free text.")
+    if n_labels <= SMALL_LABEL_SET:  # the rule that decided: few answers, repeating on average
+        return "classification", (f"{n_labels} different short answers in {plural(n_rows, 'row')} "
+                                  f"({n_rows / max(n_labels, 1):.1f} rows per answer), so each is a label to choose "
+                                  "from.")
     return "classification", (f"{n_labels} different short answers that repeat ({repeated:.0%} of them appear at "
                               "least twice), so each is a label to choose from.")
 

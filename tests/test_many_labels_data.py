@@ -38,6 +38,13 @@ def test_many_repeating_short_labels_are_classification(n_labels):
     assert f"{n_labels} different short answers" in reason and "100%" in reason
 
 
+def test_a_few_labels_are_said_to_be_few_not_to_repeat():
+    # 2 labels in 2 rows: none repeats, so the reason must not say they do (the small-set rule decided)
+    task, reason = detect_task(table_of([("a", "yes"), ("b", "no")]).frame["label"])
+    assert task == "classification" and "repeat" not in reason
+    assert reason.startswith("2 different short answers in 2 rows (1.0 rows per answer)")
+
+
 def test_free_text_that_rarely_repeats_is_text_to_text():
     rows = [(f"fix the sentence number {i}", f"This is corrected sentence {i}.") for i in range(200)]
     table = table_of(rows, "input,output")
