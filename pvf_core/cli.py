@@ -339,11 +339,12 @@ def compare(train_path: str, test_path: str, validation: str | None, shots: str,
     if images:
         from .images.commands import compare_images
 
-        return emit(compare_images(images, test_images, limit=limit, max_train=max_train, seed=seed, model=model,
-                                   preset="balanced", epochs=int(epochs) if epochs else None,
-                                   learning_rate=learning_rate, rank=rank, method=method, output=output,
-                                   predictions=predictions, run_id=run_id, describe=describe, clip=clip,
-                                   shots=shots, dataset_name=dataset_name), as_json, _compare_summary)
+        compare_images(images, test_images, limit=limit, max_train=max_train, seed=seed, model=model,
+                       preset="balanced", epochs=int(epochs) if epochs else None, learning_rate=learning_rate,
+                       rank=rank, method=method, output=output, predictions=predictions, run_id=run_id,
+                       describe=describe, clip=clip, shots=shots, dataset_name=dataset_name,
+                       deliver=lambda result: emit(result, as_json, _compare_summary))
+        return
     require_csv_inputs(train_path=train_path, test_path=test_path)
     from .compare import run_comparison
     from .data import load_splits
@@ -499,10 +500,11 @@ def finetune(train_path: str, test_path: str, validation_path: str | None, max_t
     if images:
         from .images.commands import finetune_images
 
-        return emit(finetune_images(images, test_images, limit=limit, max_train=max_train, seed=seed, model=model,
-                                    preset=preset, epochs=int(epochs) if epochs else None, learning_rate=learning_rate,
-                                    rank=rank, method=method, output=output, predictions=predictions, run_id=run_id,
-                                    background=background), as_json, _finetune_summary)
+        finetune_images(images, test_images, limit=limit, max_train=max_train, seed=seed, model=model,
+                        preset=preset, epochs=int(epochs) if epochs else None, learning_rate=learning_rate,
+                        rank=rank, method=method, output=output, predictions=predictions, run_id=run_id,
+                        background=background, deliver=lambda result: emit(result, as_json, _finetune_summary))
+        return
     require_csv_inputs(train_path=train_path, test_path=test_path)
     from .data import load_splits
     from .finetune import estimate, is_main_process, train_lora
@@ -622,12 +624,12 @@ def _as_job(kind: str, name: str, settings: dict, run_id: int | None, output: st
     try:
         result = body(log, folder)
         result["run_id"] = run_id
-        deliver(result)
+        metrics, timings = result.get("metrics", {}), {k: result[k] for k in timing_keys if k in result}
+        deliver(result)  # may trim what it prints (the store keeps the metrics read above)
         if result.get("status") == "cancelled":
             log.finished("cancelled", "Cancelled by the user.")
         else:
-            log.finished("done", "Finished.", metrics=result.get("metrics", {}),
-                         timings={k: result[k] for k in timing_keys if k in result})
+            log.finished("done", "Finished.", metrics=metrics, timings=timings)
         return result
     except Stopped:
         result = {"run_id": run_id, "status": "cancelled"}

@@ -203,8 +203,10 @@ def clip_arm(name: str, splits: Splits, *, reader: ImageReader, shots: int = 0, 
 def finetune_images(images: str, test_images: str | None, *, limit: int | None, max_train: int | None, seed: int,
                     model: str, preset: str, epochs: int | None, learning_rate: float | None, rank: int | None,
                     method: str | None, output: str | None, predictions: str | None, run_id: int | None,
-                    background: bool = False) -> dict[str, Any]:
-    """Train a linear head (default) or LoRA on the training images, score it, export it; a job in the store."""
+                    background: bool = False, deliver: Callable[[dict], None] = lambda result: None) -> dict[str, Any]:
+    """Train a linear head (default) or LoRA on the training images, score it, export it; a job in the store.
+
+    ``deliver(result)`` (the CLI prints it) runs before the job's final status is set (``cli._as_job``)."""
     from ..cli import _as_job
 
     started = time.perf_counter()
@@ -221,8 +223,10 @@ def finetune_images(images: str, test_images: str | None, *, limit: int | None, 
                 args += [flag, str(value)]
         job = submit(args, kind="finetune", name=f"images: {settings.method}", settings=settings.to_dict())
         status = job_status(job)
-        return {"run_id": job, "status": status.status, "folder": str(run_folder(job)),
-                "progress_log": str(run_folder(job) / "progress.jsonl"), "command": command_line(job)}
+        started_job = {"run_id": job, "status": status.status, "folder": str(run_folder(job)),
+                       "progress_log": str(run_folder(job) / "progress.jsonl"), "command": command_line(job)}
+        deliver(started_job)
+        return started_job
     splits, _ = load_image_splits(images, test_images, seed=seed, max_train=max_train)
     if limit:
         splits.test = splits.test.head(limit).reset_index(drop=True)
@@ -256,7 +260,7 @@ def finetune_images(images: str, test_images: str | None, *, limit: int | None, 
 
     return _as_job("finetune", f"images: {settings.method}", settings.to_dict(), run_id, output, body,
                    timing_keys=("seconds", "train_seconds", "train_examples_per_second", "ms_per_example",
-                                "peak_rss_mb"))
+                                "peak_rss_mb"), deliver=deliver)
 
 
 def _feature_progress(log: Any) -> Progress:
@@ -277,8 +281,10 @@ def compare_images(images: str, test_images: str | None, *, limit: int | None, m
                    model: str, preset: str, epochs: int | None, learning_rate: float | None, rank: int | None,
                    method: str | None, output: str | None, predictions: str | None, run_id: int | None,
                    describe: str | None = None, clip: str | None = None, shots: str = "0",
-                   dataset_name: str | None = None) -> dict[str, Any]:
-    """Label prompting (and CLIP arms with ``clip``) against a fine-tuned head on the same test images."""
+                   dataset_name: str | None = None, deliver: Callable[[dict], None] = lambda result: None) -> dict[str, Any]:
+    """Label prompting (and CLIP arms with ``clip``) against a fine-tuned head on the same test images.
+
+    ``deliver(result)`` (the CLI prints it) runs before the job's final status is set (``cli._as_job``)."""
     from ..cli import _as_job
     from ..compare import ArmInfo, build_comparison
     from ..report import write_report, write_safe_csv
@@ -342,7 +348,9 @@ def compare_images(images: str, test_images: str | None, *, limit: int | None, m
                 "seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb(),
                 "metrics": {r.arm: r.metrics["accuracy"] for r in results}}
 
-    result = _as_job("compare", "images: label prompting vs fine-tuning", settings.to_dict(), run_id, output, body,
-                     timing_keys=("seconds", "peak_rss_mb"))
-    result.pop("metrics", None)
-    return result
+    def without_metrics(result: dict[str, Any]) -> None:  # the store keeps them; the JSON has them per arm
+        result.pop("metrics", None)
+        deliver(result)
+
+    return _as_job("compare", "images: label prompting vs fine-tuning", settings.to_dict(), run_id, output, body,
+                   timing_keys=("seconds", "peak_rss_mb"), deliver=without_metrics)
