@@ -222,9 +222,7 @@ class _Clock:
 
     def fitting_batch(self, rows: list[int], seconds: float) -> None:
         self.fitted += len(rows)
-        if self.on_progress:
-            self.on_progress(self.fitted, self.fitting + self.total,
-                             f"Calibrating on {self.fitted}/{self.fitting} {self.fitting_what} rows")
+        self._report(f"Calibrating on {self.fitted}/{self.fitting} {self.fitting_what} rows")
 
     def start_test_rows(self) -> None:
         """The arm's memory is measured from here (the test rows' batches)."""
@@ -233,9 +231,11 @@ class _Clock:
     def __call__(self, rows: list[int], seconds: float) -> None:
         self.rss_peak = max(self.rss_peak, _rss_mb())
         self.done += len(rows)
+        self._report(f"{self.what} {self.done}/{self.total} rows")
+
+    def _report(self, message: str) -> None:
         if self.on_progress:
-            self.on_progress(self.fitting + self.done, self.fitting + self.total,
-                             f"{self.what} {self.done}/{self.total} rows")
+            self.on_progress(self.fitted + self.done, self.fitting + self.total, message)
 
 
 def evaluate(arm: Arm, test: pd.DataFrame, *, task: str, labels: list[str] | None = None,
