@@ -130,6 +130,7 @@ def measure_speed(loaded: Any, ms_per_token: float | None = None, repeats: int =
     """
     from ..scoring import one_query_at_a_time, score_labels
 
+    factor = train_token_factor()
     vocab = int(loaded.model.config.vocab_size)
     rng = np.random.default_rng(0)
     prefix = rng.integers(100, vocab, PROBE_PREFIX).tolist()
@@ -144,13 +145,13 @@ def measure_speed(loaded: Any, ms_per_token: float | None = None, repeats: int =
             best = min(best, time.perf_counter() - started)
         ms_per_token = best * 1000 / (PROBE_PREFIX + PROBE_ROWS * PROBE_ROW_TOKENS)
     if not single:
-        return Speed(ms_per_token=ms_per_token, ms_per_query=0.0, train_factor=train_token_factor())
+        return Speed(ms_per_token=ms_per_token, ms_per_query=0.0, train_factor=factor)
     longer = [prefix + rng.integers(100, vocab, PROBE_LONG_ROW_TOKENS).tolist() for _ in range(repeats + 1)]
     rows = list(range(repeats + 1))
     short = float(np.median(one_query_at_a_time(loaded, prompts, rows, answers=answers)[1][1:]))  # first: warm-up
     long = float(np.median(one_query_at_a_time(loaded, longer, rows, answers=answers)[1][1:]))
     return Speed(ms_per_token=ms_per_token, ms_per_query=short,
-                 query_ms_per_token=query_slope(short, long, ms_per_token), train_factor=train_token_factor())
+                 query_ms_per_token=query_slope(short, long, ms_per_token), train_factor=factor)
 
 
 def train_token_factor() -> float:
