@@ -6,7 +6,8 @@
 Synthetic intent-routing label sets (``card_arrival``, ``transfer_pending``, ...: 25 topics × 20 actions,
 drawn in a seeded order, so larger sets share first words as real intent names do) and short customer
 messages. Each label set is scored on the same rows twice through ``pvf_core.scoring.score_labels``, model
-loaded, prompts rendered by the harness's ``Renderer`` (the instruction lists the labels while they fit):
+loaded, prompts rendered by the harness's ``Renderer`` (the instruction lists at most
+``prompting.LABEL_LIST_MAX_LABELS`` labels):
 once with the answers fed as a trie (continuations that share first tokens fed once), once with every
 label's tokens fed on its own. Both must give the same prediction on every row; the table prints ms per
 row side by side and the time of each size against 10 labels (goal: 150 labels ≤ 4×). A third column
